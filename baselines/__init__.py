@@ -1,0 +1,1 @@
+"""Classical and published baseline methods, one file per method."""

@@ -1,0 +1,1 @@
+"""Learned registration models (Dual-PRNet and its ablations), one file per model."""

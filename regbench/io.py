@@ -1,0 +1,183 @@
+"""Reading and writing volumes and records, with validation and atomic writes.
+
+Every reader raises :class:`InputError` naming the offending file and what is wrong with it.
+Every writer goes through a temporary file in the destination folder followed by ``os.replace``,
+so an interrupted write never leaves a half-written output behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+
+class InputError(ValueError):
+    """Bad input data: the message names the file and the problem."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    ``suffix`` keeps the extension that writers such as nibabel use to pick the format
+    (``.nii.gz``); it defaults to the destination's suffixes.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) if suffix is None else suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | os.PathLike, record: Any) -> None:
+    write_text(path, json.dumps(record, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON ({err})") from None
+
+
+def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read any image nibabel reads (NIfTI, Analyze ``.hdr/.img[.gz]``), with a clear error.
+
+    Returns ``(data as stored, affine (4, 4))``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as err:  # nibabel raises many types for corrupt or truncated files
+        raise InputError(f"{path}: not a readable NIfTI/Analyze image ({err})") from None
+    return data, img.affine
+
+
+def read_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a 3D intensity volume as float32; reject NaN/Inf and constant volumes.
+
+    Returns ``(array (X, Y, Z), affine (4, 4))``.
+    """
+    data, affine = load_nifti(path)
+    data = _squeeze_3d(data.astype(np.float32), path)
+    if not np.all(np.isfinite(data)):
+        bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
+        raise InputError(f"{path}: {bad} NaN or Inf intensities")
+    if float(data.max()) == float(data.min()):
+        raise InputError(f"{path}: constant image (every voxel is {float(data.max())})")
+    return data, affine
+
+
+def read_labels(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a 3D integer label map; reject non-integer values and empty maps.
+
+    Returns ``(array (X, Y, Z) int32, affine (4, 4))``.
+    """
+    data, affine = load_nifti(path)
+    data = _squeeze_3d(data, path)
+    if not np.all(np.isfinite(data)):
+        raise InputError(f"{path}: label map holds NaN or Inf values")
+    labels = np.rint(data).astype(np.int32)
+    if not np.array_equal(labels, data):
+        raise InputError(f"{path}: label map holds non-integer values")
+    if not labels.any():
+        raise InputError(f"{path}: label map is empty (every voxel is 0)")
+    return labels, affine
+
+
+def read_field(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a displacement field stored as (X, Y, Z, 3) in voxel units.
+
+    Returns ``(field (3, X, Y, Z) float32, affine (4, 4))``.
+    """
+    data, affine = load_nifti(path)
+    data = data.astype(np.float32)
+    if data.ndim == 5 and data.shape[3] == 1:
+        data = data[:, :, :, 0, :]
+    if data.ndim != 4 or data.shape[-1] != 3:
+        raise InputError(f"{path}: expected a displacement field of shape (X, Y, Z, 3), got {data.shape}")
+    if not np.all(np.isfinite(data)):
+        raise InputError(f"{path}: displacement field holds NaN or Inf values")
+    return np.ascontiguousarray(np.moveaxis(data, -1, 0)), affine
+
+
+def write_image(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray) -> None:
+    """Write a 3D volume (float images as float32, integer labels as int16/int32)."""
+    data = np.asarray(data)
+    if np.issubdtype(data.dtype, np.integer):
+        dtype = np.int16 if data.min() >= -32768 and data.max() <= 32767 else np.int32
+        data = data.astype(dtype)
+    else:
+        data = data.astype(np.float32)
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_xyzt_units("mm")
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+
+
+def write_field(path: str | os.PathLike, field: np.ndarray, affine: np.ndarray) -> None:
+    """Write a (3, X, Y, Z) displacement field in voxel units as a (X, Y, Z, 3) NIfTI vector image."""
+    field = np.asarray(field, dtype=np.float32)
+    if field.ndim != 4 or field.shape[0] != 3:
+        raise ValueError(f"field must have shape (3, X, Y, Z), got {field.shape}")
+    img = nib.Nifti1Image(np.ascontiguousarray(np.moveaxis(field, 0, -1)), affine)
+    img.header.set_intent("vector", name="disp_voxels")
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+
+
+def check_same_grid(
+    a_shape: tuple[int, ...],
+    a_affine: np.ndarray,
+    a_name: str | os.PathLike,
+    b_shape: tuple[int, ...],
+    b_affine: np.ndarray,
+    b_name: str | os.PathLike,
+) -> None:
+    """Raise :class:`InputError` when two volumes do not share shape and voxel spacing."""
+    if tuple(a_shape) != tuple(b_shape):
+        raise InputError(f"{b_name}: shape {tuple(b_shape)} does not match {a_name} {tuple(a_shape)}")
+    a_spacing, b_spacing = voxel_spacing(a_affine), voxel_spacing(b_affine)
+    if not np.allclose(a_spacing, b_spacing, atol=1e-3):
+        raise InputError(
+            f"{b_name}: voxel spacing {tuple(np.round(b_spacing, 4))} does not match "
+            f"{a_name} {tuple(np.round(a_spacing, 4))}"
+        )
+
+
+def voxel_spacing(affine: np.ndarray) -> np.ndarray:
+    """Voxel size in mm along each array axis."""
+    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+
+
+def _squeeze_3d(data: np.ndarray, path: str | os.PathLike) -> np.ndarray:
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise InputError(f"{path}: expected a 3D volume, got shape {data.shape}")
+    return data

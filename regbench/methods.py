@@ -1,0 +1,182 @@
+"""One interface for every registration method, and the registry that finds methods by name.
+
+A method turns a ``(moving, fixed)`` pair into a dense displacement field on the fixed grid, in
+voxel units (see :mod:`regbench.transforms`). The suite, not the method, warps images and labels
+with that field and computes every metric from it, so all methods are scored identically.
+
+Adding a method is adding a file: a module under ``baselines/`` or ``models/`` (or a ``.py`` file
+in a folder listed in the ``REGBENCH_METHOD_PATH`` environment variable) that defines a subclass
+of :class:`Method` or :class:`LearnedMethod` with a unique ``name``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import pkgutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from regbench.data.dataset import Dataset
+    from regbench.training import TrainConfig
+
+METHOD_PACKAGES = ("regbench.baselines", "regbench.models")
+METHOD_PATH_ENV = "REGBENCH_METHOD_PATH"
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+class Method:
+    """A registration method.
+
+    Subclasses set ``name`` (the registry key, lower case, used on the command line and in
+    file names), ``label`` (how tables and figures print it) and ``defaults`` (every option the
+    method takes, with its default), and implement :meth:`register`.
+    """
+
+    name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    learned: ClassVar[bool] = False
+    defaults: ClassVar[Mapping[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.name:
+            return  # an abstract intermediate class
+        other = _REGISTRY.get(cls.name)
+        if other is not None and (other.__module__, other.__qualname__) != (
+            cls.__module__, cls.__qualname__):
+            raise RuntimeError(
+                f"method name {cls.name!r} of {cls.__module__}.{cls.__qualname__} is already "
+                f"taken by {other.__module__}.{other.__qualname__}")
+        _REGISTRY[cls.name] = cls
+
+    def __init__(self, **options: Any) -> None:
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            raise ValueError(
+                f"method {self.name!r} has no option(s) {unknown}; it takes {sorted(self.defaults)}")
+        self.options: dict[str, Any] = {**self.defaults, **options}
+
+    def register(self, moving: np.ndarray, fixed: np.ndarray,
+                 spacing: tuple[float, float, float]) -> np.ndarray:
+        """Register ``moving`` onto ``fixed`` (both ``(X, Y, Z)`` float32 on the same grid).
+
+        Returns the displacement field ``(3, X, Y, Z)`` float32 in voxel units on the fixed grid:
+        ``warped(x) = moving(x + field(x))``.
+        """
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        """Device the method computes on (CPU unless a learned method says otherwise)."""
+        return torch.device("cpu")
+
+
+class LearnedMethod(Method):
+    """A method with a trainable PyTorch network, trained by :func:`regbench.training.train`.
+
+    Subclasses implement :meth:`build_network` and :meth:`loss`. The network's ``forward(moving,
+    fixed)`` takes ``(B, 1, *S)`` tensors whose spatial sizes are multiples of ``size_multiple``
+    and returns a dict with ``"field"``, the ``(B, 3, *S)`` displacement in voxel units, and any
+    other outputs :meth:`loss` needs (e.g. ``"levels"``, the per-level residual fields).
+    """
+
+    learned = True
+    size_multiple: ClassVar[int] = 16
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.network: torch.nn.Module | None = None
+        self._device = torch.device("cpu")
+
+    def build_network(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def loss(self, outputs: dict[str, Any], moving: torch.Tensor,
+             fixed: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss and its named parts (for the loss log)."""
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def to(self, device: torch.device | str) -> LearnedMethod:
+        self._device = torch.device(device)
+        if self.network is not None:
+            self.network.to(self._device)
+        return self
+
+    def fit(self, dataset: Dataset, out_dir: str | os.PathLike, config: TrainConfig) -> Path:
+        """Train on ``dataset``'s training split; returns the final checkpoint's path."""
+        from regbench.training import train
+
+        return train(self, dataset, Path(out_dir), config)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: torch.device | str = "cpu",
+                        **overrides: Any) -> LearnedMethod:
+        """Rebuild a trained method from a checkpoint written by the trainer."""
+        from regbench.training import load_checkpoint
+
+        state = load_checkpoint(path)
+        if state["method"] != cls.name:
+            raise ValueError(f"{path}: checkpoint of method {state['method']!r}, not {cls.name!r}")
+        method = cls(**{**state["options"], **overrides})
+        method.network = method.build_network()
+        method.network.load_state_dict(state["network"])
+        method.network.eval()
+        return method.to(device)
+
+    @torch.no_grad()
+    def register(self, moving: np.ndarray, fixed: np.ndarray,
+                 spacing: tuple[float, float, float]) -> np.ndarray:
+        if self.network is None:
+            raise RuntimeError(f"method {self.name!r} has no trained network: load a checkpoint")
+        self.network.eval()
+        tensors = [torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))[None, None]
+                   for v in (moving, fixed)]
+        padded, crop = pad_to_multiple(torch.cat(tensors, 1).to(self.device), self.size_multiple)
+        field = self.network(padded[:, :1], padded[:, 1:])["field"]
+        return field[(slice(None), slice(None), *crop)][0].float().cpu().numpy()
+
+
+def pad_to_multiple(volume: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """Zero-pad ``(B, C, *S)`` at the end of each axis up to a multiple; returns the crop back."""
+    shape = volume.shape[2:]
+    pads = [(-s) % multiple for s in shape]
+    padding = [p for pad in reversed(pads) for p in (0, pad)]
+    return torch.nn.functional.pad(volume, padding), tuple(slice(0, s) for s in shape)
+
+
+def _discover() -> None:
+    for package_name in METHOD_PACKAGES:
+        package = importlib.import_module(package_name)
+        for module in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package_name}.{module.name}")
+    for folder in filter(None, os.environ.get(METHOD_PATH_ENV, "").split(os.pathsep)):
+        for path in sorted(Path(folder).glob("*.py")):
+            module_name = f"regbench_user_methods.{path.stem}"
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+
+
+def available_methods() -> dict[str, type[Method]]:
+    """Every registered method by name, after importing every method file."""
+    _discover()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_method(name: str) -> type[Method]:
+    methods = available_methods()
+    if name not in methods:
+        raise KeyError(f"unknown method {name!r}; available: {', '.join(methods)}")
+    return methods[name]
