@@ -11,7 +11,8 @@ from regbench import __version__
 from regbench.io import InputError
 
 COMMAND_MODULES = (
-    "regbench.cli.data",
+    "regbench.cli.demo",
+    "regbench.cli.prepare",
     "regbench.cli.methods",
     "regbench.cli.evaluate",
     "regbench.cli.report",
