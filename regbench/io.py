@@ -120,7 +120,8 @@ def read_field(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if data.ndim == 5 and data.shape[3] == 1:
         data = data[:, :, :, 0, :]
     if data.ndim != 4 or data.shape[-1] != 3:
-        raise InputError(f"{path}: expected a displacement field of shape (X, Y, Z, 3), got {data.shape}")
+        raise InputError(
+            f"{path}: expected a displacement field of shape (X, Y, Z, 3), got {data.shape}")
     if not np.all(np.isfinite(data)):
         raise InputError(f"{path}: displacement field holds NaN or Inf values")
     return np.ascontiguousarray(np.moveaxis(data, -1, 0)), affine
@@ -141,7 +142,7 @@ def write_image(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray) -
 
 
 def write_field(path: str | os.PathLike, field: np.ndarray, affine: np.ndarray) -> None:
-    """Write a (3, X, Y, Z) displacement field in voxel units as a (X, Y, Z, 3) NIfTI vector image."""
+    """Write a (3, X, Y, Z) displacement field in voxel units as an (X, Y, Z, 3) NIfTI vector."""
     field = np.asarray(field, dtype=np.float32)
     if field.ndim != 4 or field.shape[0] != 3:
         raise ValueError(f"field must have shape (3, X, Y, Z), got {field.shape}")
@@ -160,14 +161,14 @@ def check_same_grid(
     b_name: str | os.PathLike,
 ) -> None:
     """Raise :class:`InputError` when two volumes do not share shape and voxel spacing."""
-    if tuple(a_shape) != tuple(b_shape):
-        raise InputError(f"{b_name}: shape {tuple(b_shape)} does not match {a_name} {tuple(a_shape)}")
+    a_shape, b_shape = tuple(int(s) for s in a_shape), tuple(int(s) for s in b_shape)
+    if a_shape != b_shape:
+        raise InputError(f"{b_name}: shape {b_shape} does not match {a_name} {a_shape}")
     a_spacing, b_spacing = voxel_spacing(a_affine), voxel_spacing(b_affine)
     if not np.allclose(a_spacing, b_spacing, atol=1e-3):
-        raise InputError(
-            f"{b_name}: voxel spacing {tuple(np.round(b_spacing, 4))} does not match "
-            f"{a_name} {tuple(np.round(a_spacing, 4))}"
-        )
+        # Plain floats: NumPy 2 would print np.float64(...) inside a tuple.
+        a_mm, b_mm = (tuple(round(float(s), 4) for s in x) for x in (a_spacing, b_spacing))
+        raise InputError(f"{b_name}: voxel spacing {b_mm} does not match {a_name} {a_mm}")
 
 
 def voxel_spacing(affine: np.ndarray) -> np.ndarray:

@@ -1,5 +1,66 @@
-"""IMPLEMENTATION PENDING."""
+"""``regbench evaluate``: score a displacement field written by any method (see
+:mod:`regbench.evaluate`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from regbench.data.dataset import Dataset
+from regbench.evaluate import evaluate_dataset_pair, evaluate_paths
+
+DATASET_FORM = ("data", "moving", "fixed")
+PATH_FORM = ("moving_image", "moving_labels", "fixed_labels")
 
 
 def add_commands(subparsers) -> None:
-    """Add this area's sub-commands."""
+    """Add the ``evaluate`` sub-command."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="warp a pair with a displacement field and write its metrics",
+        description=(
+            "Warp the moving image (trilinear) and moving labels (nearest) with FIELD (voxel "
+            "units, pull convention, (X, Y, Z, 3) NIfTI) and write OUT/warped.nii.gz, "
+            "OUT/warped_labels.nii.gz and OUT/metrics.json. Either --data/--moving/--fixed "
+            "(a prepared dataset) or --moving-image/--moving-labels/--fixed-labels (files; "
+            "labels and regions from --dataset-json, else every label is its own region)."))
+    dataset = parser.add_argument_group("dataset form")
+    dataset.add_argument("--data", help="prepared dataset folder")
+    dataset.add_argument("--moving", help="moving subject ID")
+    dataset.add_argument("--fixed", help="fixed subject ID")
+    paths = parser.add_argument_group("path form")
+    paths.add_argument("--moving-image", help="moving image NIfTI")
+    paths.add_argument("--moving-labels", help="moving label map NIfTI")
+    paths.add_argument("--fixed-labels", help="fixed label map NIfTI (defines the grid)")
+    paths.add_argument("--dataset-json",
+                       help="dataset.json whose labels and regions to score (default: every "
+                            "label in the label maps is its own region)")
+    parser.add_argument("--field", required=True, help="displacement field NIfTI (X, Y, Z, 3)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--runtime", help="the method's runtime.json, merged into metrics.json")
+    parser.add_argument("--slice-step", type=int, default=None,
+                        help="slice thinning of the moving image the method registered "
+                             "(default: the runtime record's, else 1)")
+    parser.set_defaults(func=run, evaluate_parser=parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    parser: argparse.ArgumentParser = args.evaluate_parser
+    given = {name for name in (*DATASET_FORM, *PATH_FORM, "dataset_json")
+             if getattr(args, name) is not None}
+    if given & set(DATASET_FORM) and given & {*PATH_FORM, "dataset_json"}:
+        parser.error("use either --data/--moving/--fixed or the --moving-image/--moving-labels/"
+                     "--fixed-labels form, not both")
+    if given & set(DATASET_FORM):
+        if not set(DATASET_FORM) <= given:
+            parser.error("the dataset form needs --data, --moving and --fixed")
+        evaluate_dataset_pair(Dataset.load(args.data), args.moving, args.fixed, args.field,
+                              args.out, runtime=args.runtime, slice_step=args.slice_step)
+        return 0
+    if not set(PATH_FORM) <= given:
+        parser.error("give --data/--moving/--fixed, or --moving-image, --moving-labels and "
+                     "--fixed-labels")
+    evaluate_paths(moving_image=args.moving_image, moving_labels=args.moving_labels,
+                   fixed_labels=args.fixed_labels, field=args.field, out_dir=args.out,
+                   dataset_json=args.dataset_json, runtime=args.runtime,
+                   slice_step=args.slice_step)
+    return 0

@@ -1,0 +1,301 @@
+"""Score one registered pair: warp the moving image and labels with a field, compute every metric.
+
+The suite, not the method, does this, so every method is scored identically. Per pair it writes
+into ``out_dir``::
+
+    warped.nii.gz          moving image pulled through the field (trilinear)
+    warped_labels.nii.gz   ORIGINAL moving labels pulled through the field (nearest neighbour)
+    metrics.json           the record of CONTRACTS.md, written last: its presence marks a
+                           complete evaluation (an older one is removed before anything else)
+
+Undefined metric values (NaN, e.g. a region absent from both label maps) are written to
+``metrics.json`` as ``null``, since JSON has no NaN.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from regbench import metrics
+from regbench.data.dataset import MANIFEST, Dataset
+from regbench.degrade import thin_slices
+from regbench.io import (
+    InputError,
+    check_same_grid,
+    read_field,
+    read_image,
+    read_json,
+    read_labels,
+    voxel_spacing,
+    write_image,
+    write_json,
+)
+from regbench.runtime import versions
+from regbench.transforms import warp, warp_labels
+
+log = logging.getLogger(__name__)
+
+METRIC_KEYS = ("dice_faim", "dice_merged", "dice_labels", "mean_dice_faim", "mean_dice_merged",
+               "hd95", "mean_hd95", "folding_percent", "log_jacobian_std")
+"""Keys of :func:`evaluate_pair`'s metrics dict, in the order of ``metrics.json``."""
+
+RUNTIME_KEYS = ("method", "time_s", "device", "slice_step", "versions", "options")
+"""Keys of a method's ``runtime.json`` that ``metrics.json`` carries (other keys are kept too)."""
+
+RECORD_KEYS = ("dataset", "method", "moving", "fixed", *METRIC_KEYS, "time_s", "device",
+               "slice_step", "versions", "options")
+"""Keys every ``metrics.json`` holds, in order (runtime keys beyond these follow them)."""
+
+METRICS_FILE = "metrics.json"
+
+FieldInput = np.ndarray | str | os.PathLike
+RuntimeInput = Mapping[str, Any] | str | os.PathLike | None
+
+
+def evaluate_pair(
+    *,
+    moving_image: np.ndarray,
+    moving_labels: np.ndarray,
+    fixed_labels: np.ndarray,
+    field: np.ndarray,
+    regions: Mapping[str, Sequence[int]],
+    labels: Sequence[int],
+    spacing: Sequence[float],
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Warp ``moving_image`` and ``moving_labels`` (``(X, Y, Z)``) with ``field (3, X, Y, Z)``
+    (voxel units, pull convention) and score the warped labels against ``fixed_labels``.
+
+    Returns ``(warped image (X, Y, Z) float32, warped labels (X, Y, Z) int32, metrics)`` where
+    ``metrics`` has the :data:`METRIC_KEYS`: Dice per label (keys ``str(label)``) and per region
+    (FAIM and merged), HD95 in mm per merged region (``spacing`` mm per voxel), their NaN-ignoring
+    means over regions, and the field's folding percentage and log-Jacobian standard deviation.
+    """
+    shape = tuple(fixed_labels.shape)
+    for name, volume in (("moving image", moving_image), ("moving labels", moving_labels)):
+        if tuple(volume.shape) != shape:
+            raise ValueError(f"{name} shape {tuple(volume.shape)} differs from fixed {shape}")
+    if tuple(field.shape) != (3, *shape):
+        raise ValueError(f"field shape {tuple(field.shape)} is not (3, *{shape})")
+    field_t = torch.from_numpy(np.ascontiguousarray(field, dtype=np.float32))[None]
+    with torch.no_grad():
+        image_t = torch.from_numpy(np.ascontiguousarray(moving_image, dtype=np.float32))
+        warped = warp(image_t[None, None], field_t)[0, 0].numpy()
+        labels_t = torch.from_numpy(np.ascontiguousarray(moving_labels, dtype=np.int32))
+        warped_labels = warp_labels(labels_t[None, None], field_t)[0, 0].numpy()
+    dice_faim = metrics.region_dice_faim(warped_labels, fixed_labels, regions)
+    dice_merged = metrics.region_dice_merged(warped_labels, fixed_labels, regions)
+    hd95 = metrics.region_hd95(warped_labels, fixed_labels, regions, spacing)
+    scores = {
+        "dice_faim": dice_faim,
+        "dice_merged": dice_merged,
+        "dice_labels": {str(k): v for k, v in
+                        metrics.dice_per_label(warped_labels, fixed_labels, labels).items()},
+        "mean_dice_faim": metrics.nanmean(dice_faim.values()),
+        "mean_dice_merged": metrics.nanmean(dice_merged.values()),
+        "hd95": hd95,
+        "mean_hd95": metrics.nanmean(hd95.values()),
+        "folding_percent": metrics.folding_percent(field),
+        "log_jacobian_std": metrics.log_jacobian_std(field),
+    }
+    return warped, warped_labels, scores
+
+
+def evaluate_dataset_pair(
+    dataset: Dataset,
+    moving: str,
+    fixed: str,
+    field: FieldInput,
+    out_dir: str | os.PathLike,
+    runtime: RuntimeInput = None,
+    slice_step: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate the registration of subject ``moving`` onto ``fixed`` of a prepared dataset.
+
+    ``field`` is a ``(3, X, Y, Z)`` array or the path of a field NIfTI (:func:`regbench.io.
+    read_field`) on the dataset grid. ``runtime`` is the method's runtime record (a mapping or the
+    path of its ``runtime.json``); its keys are merged into the result (absent ones are
+    ``null``, except ``versions``: this process's, and ``options``: ``{}``). ``slice_step`` is the
+    moving image's slice thinning (:func:`regbench.degrade.thin_slices`, axis 1): the warped
+    image is made from the thinned image the method registered, the labels are the original
+    ones. ``None`` takes it from the runtime record (default 1). Writes the files of this
+    module's docstring; returns the ``metrics.json`` record.
+    """
+    out_dir = Path(out_dir)
+    (out_dir / METRICS_FILE).unlink(missing_ok=True)
+    manifest = dataset.root / MANIFEST
+    field_array, field_name = _load_field(field, dataset.shape, dataset.affine, manifest)
+    record = _runtime_record(runtime, slice_step)
+    moving_image = dataset.image(moving)
+    moving_labels = dataset.label_map(moving)
+    fixed_labels = dataset.label_map(fixed)
+    log.info("evaluating %s -> %s of %s (field %s)", moving, fixed, dataset.name, field_name)
+    return _evaluate_and_write(
+        out_dir,
+        head={"dataset": dataset.name, "moving": moving, "fixed": fixed},
+        runtime=record,
+        moving_image=moving_image,
+        moving_labels=moving_labels,
+        fixed_labels=fixed_labels,
+        field=field_array,
+        regions=dataset.regions,
+        labels=sorted(dataset.labels),
+        spacing=dataset.spacing,
+        affine=dataset.affine,
+    )
+
+
+def evaluate_paths(
+    *,
+    moving_image: str | os.PathLike,
+    moving_labels: str | os.PathLike,
+    fixed_labels: str | os.PathLike,
+    field: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    dataset_json: str | os.PathLike | None = None,
+    runtime: RuntimeInput = None,
+    slice_step: int | None = None,
+) -> dict[str, Any]:
+    """:func:`evaluate_dataset_pair` for volumes given as files (all on the fixed labels' grid).
+
+    Labels and regions come from ``dataset_json`` (a prepared dataset's manifest, whose
+    ``labels`` and ``regions`` are used). Without one, every nonzero label found in either label
+    map is its own region, named by its ID (so FAIM and merged Dice coincide). In the record,
+    ``dataset`` is the manifest's name (or ``null``), ``moving``/``fixed`` are the image and label
+    paths as given. The outputs keep the fixed labels' affine.
+    """
+    out_dir = Path(out_dir)
+    (out_dir / METRICS_FILE).unlink(missing_ok=True)
+    fixed_map, affine = read_labels(fixed_labels)
+    image, image_affine = read_image(moving_image)
+    check_same_grid(fixed_map.shape, affine, fixed_labels, image.shape, image_affine,
+                    moving_image)
+    moving_map, moving_affine = read_labels(moving_labels)
+    check_same_grid(fixed_map.shape, affine, fixed_labels, moving_map.shape, moving_affine,
+                    moving_labels)
+    field_array, _ = _load_field(field, fixed_map.shape, affine, fixed_labels)
+    record = _runtime_record(runtime, slice_step)
+    if dataset_json is not None:
+        manifest = read_json(dataset_json)
+        try:
+            name = manifest["name"]
+            regions = {str(k): [int(i) for i in v] for k, v in manifest["regions"].items()}
+            labels = sorted(int(k) for k in manifest["labels"])
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise InputError(f"{dataset_json}: not a dataset manifest ({err!r})") from None
+    else:
+        name = None
+        labels = sorted((set(np.unique(fixed_map).tolist())
+                         | set(np.unique(moving_map).tolist())) - {0})
+        regions = {str(label): [label] for label in labels}
+    return _evaluate_and_write(
+        out_dir,
+        head={"dataset": name, "moving": str(moving_image), "fixed": str(fixed_labels)},
+        runtime=record,
+        moving_image=image,
+        moving_labels=moving_map,
+        fixed_labels=fixed_map,
+        field=field_array,
+        regions=regions,
+        labels=labels,
+        spacing=tuple(float(s) for s in voxel_spacing(affine)),
+        affine=affine,
+    )
+
+
+def _evaluate_and_write(out_dir: Path, *, head: dict[str, Any], runtime: dict[str, Any],
+                        moving_image: np.ndarray, affine: np.ndarray,
+                        **pair: Any) -> dict[str, Any]:
+    if runtime["slice_step"] > 1:
+        moving_image = thin_slices(moving_image, step=runtime["slice_step"], axis=1)
+    warped, warped_labels, scores = evaluate_pair(moving_image=moving_image, **pair)
+    record = {"dataset": head["dataset"], "method": runtime["method"], "moving": head["moving"],
+              "fixed": head["fixed"], **scores,
+              **{k: v for k, v in runtime.items() if k != "method"}}
+    write_image(out_dir / "warped.nii.gz", warped, affine)
+    write_image(out_dir / "warped_labels.nii.gz", warped_labels, affine)
+    record = _json_safe(record)
+    write_json(out_dir / METRICS_FILE, record)
+    log.info("%s -> %s: mean Dice FAIM %.4f, merged %.4f, HD95 %.2f mm, folding %.4f %%",
+             head["moving"], head["fixed"], scores["mean_dice_faim"], scores["mean_dice_merged"],
+             scores["mean_hd95"], scores["folding_percent"])
+    return record
+
+
+def _load_field(field: FieldInput, shape: Sequence[int], affine: np.ndarray,
+                grid_name: str | os.PathLike) -> tuple[np.ndarray, str]:
+    """The field as a checked ``(3, X, Y, Z)`` float32 array on the grid, and its name."""
+    shape = tuple(shape)
+    if isinstance(field, np.ndarray):
+        name, array = "displacement field", field.astype(np.float32, copy=False)
+        if not np.all(np.isfinite(array)):
+            raise InputError(f"{name}: holds NaN or Inf values")
+    else:
+        name, (array, field_affine) = str(field), read_field(field)
+    if array.ndim != 4 or array.shape[0] != 3 or tuple(array.shape[1:]) != shape:
+        raise InputError(f"{name}: displacement field of shape {tuple(array.shape)} (components "
+                         f"first) does not fit the grid {shape} of {grid_name}; expected "
+                         f"{(3, *shape)}")
+    if not isinstance(field, np.ndarray):
+        check_same_grid(shape, affine, grid_name, shape, field_affine, field)
+    return array, name
+
+
+def _runtime_record(runtime: RuntimeInput, slice_step: int | None) -> dict[str, Any]:
+    """The method's runtime record with every :data:`RUNTIME_KEYS` key present.
+
+    Missing entries are ``None`` (``versions``: this process's versions; ``options``: ``{}``).
+    """
+    source = "runtime record"
+    if runtime is None:
+        record: dict[str, Any] = {}
+    elif isinstance(runtime, Mapping):
+        record = dict(runtime)
+    else:
+        source = str(runtime)
+        record = read_json(runtime)
+        if not isinstance(record, dict):
+            raise InputError(f"{source}: expected a JSON object, got {type(record).__name__}")
+    clash = sorted(set(record) & {"dataset", "moving", "fixed", *METRIC_KEYS})
+    if clash:
+        raise InputError(f"{source}: holds keys the evaluation computes: {clash}")
+    time_s = record.get("time_s")
+    if time_s is not None and not isinstance(time_s, int | float):
+        raise InputError(f"{source}: time_s must be a number, got {time_s!r}")
+    recorded_step = record.get("slice_step")
+    if slice_step is not None and recorded_step is not None and recorded_step != slice_step:
+        raise InputError(f"{source}: slice_step {recorded_step} contradicts the requested "
+                         f"slice step {slice_step}")
+    step = slice_step if slice_step is not None else recorded_step
+    step = 1 if step is None else step
+    if not isinstance(step, int) or step < 1:
+        raise InputError(f"{source}: slice_step must be a positive integer, got {step!r}")
+    return {
+        "method": record.get("method"),
+        "time_s": time_s,
+        "device": record.get("device"),
+        "slice_step": step,
+        "versions": record.get("versions") or versions(),
+        "options": record.get("options") or {},
+        **{k: v for k, v in record.items() if k not in RUNTIME_KEYS},
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace NaN/Inf floats by ``None`` and NumPy scalars by Python ones, recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
