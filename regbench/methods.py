@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
+from regbench.runtime import describe_device
+
 if TYPE_CHECKING:
     from regbench.data.dataset import Dataset
     from regbench.training import TrainConfig
@@ -60,8 +62,8 @@ class Method:
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
-            raise ValueError(
-                f"method {self.name!r} has no option(s) {unknown}; it takes {sorted(self.defaults)}")
+            raise ValueError(f"method {self.name!r} has no option(s) {unknown}; "
+                             f"it takes {sorted(self.defaults)}")
         self.options: dict[str, Any] = {**self.defaults, **options}
 
     def register(self, moving: np.ndarray, fixed: np.ndarray,
@@ -77,6 +79,10 @@ class Method:
     def device(self) -> torch.device:
         """Device the method computes on (CPU unless a learned method says otherwise)."""
         return torch.device("cpu")
+
+    def device_description(self) -> str:
+        """What runtime records name as the device (a method with its own threads says so)."""
+        return describe_device(self.device)
 
 
 class LearnedMethod(Method):

@@ -1,5 +1,208 @@
-"""IMPLEMENTATION PENDING."""
+"""``regbench methods``, ``regbench train`` and ``regbench register``: the method registry on the
+command line (:mod:`regbench.methods`, :mod:`regbench.training`, :mod:`regbench.registration`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+TRAIN_FLAGS = {  # TrainConfig field -> (flag, type, help)
+    "steps": ("--steps", int, "optimizer steps"),
+    "batch_size": ("--batch-size", int, "pairs per step, over all processes (global batch)"),
+    "lr": ("--lr", float, "learning rate after warm-up (Adam)"),
+    "seed": ("--seed", int, "random seed (network, pairs, jitter)"),
+    "warmup_steps": ("--warmup-steps", int, "steps of linear learning-rate warm-up"),
+    "checkpoint_every": ("--checkpoint-every", int, "steps between checkpoints"),
+    "crop_jitter": ("--crop-jitter", int, "random joint shift of each pair, +-N voxels per axis"),
+    "moving_slice_step": ("--slice-step", int, "train on moving images keeping every N-th "
+                                               "slice along axis 1 (regbench.degrade)"),
+    "device": ("--device", str, "auto (CUDA when present), cpu, cuda, cuda:1, ..."),
+    "threads": ("--threads", int, "CPU threads per process"),
+}
 
 
 def add_commands(subparsers) -> None:
-    """Add this area's sub-commands."""
+    """Add the ``methods``, ``train`` and ``register`` sub-commands."""
+    listing = subparsers.add_parser(
+        "methods", help="list the registered methods",
+        description="List every registered method (baselines/, models/ and the .py files in the "
+                    "folders of REGBENCH_METHOD_PATH): name, label, learned, and its options "
+                    "with their defaults (set them with --option KEY=VALUE).")
+    listing.set_defaults(func=run_methods)
+
+    train = subparsers.add_parser(
+        "train", help="train a learned method on a prepared dataset",
+        description="Train METHOD on the training split of DATA. Writes OUT/model.pt (final), "
+                    "OUT/checkpoint.pt (latest; rerunning the same command resumes from it), "
+                    "OUT/loss.csv and OUT/train.json. Under torchrun, trains data-parallel. "
+                    "Defaults: regbench.training.TrainConfig.")
+    train.add_argument("method", metavar="METHOD", help="registry name (see `regbench methods`)")
+    train.add_argument("--data", required=True, help="prepared dataset folder")
+    train.add_argument("--out", required=True, help="output folder")
+    for flag, kind, text in TRAIN_FLAGS.values():
+        train.add_argument(flag, type=kind, default=None, help=text)
+    train.add_argument("--no-amp", action="store_true",
+                       help="no mixed precision on CUDA (never used on the CPU)")
+    _add_option_flag(train)
+    train.set_defaults(func=run_train, parser=train)
+
+    register = subparsers.add_parser(
+        "register", help="register one pair with a method and score it",
+        description="Register MOVING onto FIXED with METHOD: writes OUT/field.nii.gz and "
+                    "OUT/runtime.json, then scores the pair (OUT/warped.nii.gz, "
+                    "OUT/warped_labels.nii.gz, OUT/metrics.json). Either --data/--moving/--fixed "
+                    "(a prepared dataset) or --moving-image/--fixed-image (files; scored only "
+                    "with --moving-labels and --fixed-labels).")
+    register.add_argument("method", metavar="METHOD",
+                          help="registry name (see `regbench methods`)")
+    dataset = register.add_argument_group("dataset form")
+    dataset.add_argument("--data", help="prepared dataset folder")
+    dataset.add_argument("--moving", help="moving subject ID")
+    dataset.add_argument("--fixed", help="fixed subject ID")
+    paths = register.add_argument_group("path form")
+    paths.add_argument("--moving-image", help="moving image NIfTI")
+    paths.add_argument("--fixed-image", help="fixed image NIfTI (defines the grid)")
+    paths.add_argument("--moving-labels", help="moving label map NIfTI")
+    paths.add_argument("--fixed-labels", help="fixed label map NIfTI")
+    register.add_argument("--out", required=True, help="output folder")
+    register.add_argument("--checkpoint", help="model.pt of a learned method (required for one)")
+    register.add_argument("--slice-step", type=int, default=1,
+                          help="register the moving image keeping every N-th slice along axis 1 "
+                               "(default: 1, the whole image)")
+    register.add_argument("--device", default="auto",
+                          help="device of a learned method: auto (CUDA when present), cpu, cuda")
+    register.add_argument("--threads", type=int, default=None,
+                          help="CPU threads (PyTorch; and ANTs' `threads` option unless given)")
+    _add_option_flag(register)
+    register.set_defaults(func=run_register, parser=register)
+
+
+def _add_option_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="method option; VALUE is read as YAML (3, 0.5, [16, 32], null, "
+                             "text); repeatable")
+
+
+def parse_options(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` -> ``{key: yaml value}``; malformed items end with a usage error."""
+    import yaml
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            parser.error(f"--option {item!r}: expected KEY=VALUE")
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            parser.error(f"--option {item!r}: VALUE is not valid YAML ({err})")
+    return options
+
+
+def run_methods(args: argparse.Namespace) -> int:
+    from regbench.methods import available_methods
+    from regbench.reports.style import method_rank
+
+    methods = available_methods()
+    rows = [(name, cls.label, "yes" if cls.learned else "no")
+            for name, cls in sorted(methods.items(), key=lambda item: method_rank(item[0]))]
+    widths = [max(len(row[i]) for row in [("name", "label", "learned"), *rows]) for i in range(3)]
+    print("  ".join(h.ljust(w) for h, w in zip(("name", "label", "learned"), widths,
+                                                 strict=True)).rstrip())
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        defaults = methods[row[0]].defaults
+        if defaults:
+            print("    options: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in
+                                              defaults.items()))
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from regbench.data.dataset import Dataset
+    from regbench.training import TrainConfig, train
+
+    parser: argparse.ArgumentParser = args.parser
+    cls = _method_class(parser, args.method)
+    if not cls.learned:
+        parser.error(f"method {args.method!r} is not learned: nothing to train")
+    method = _construct(parser, cls, parse_options(parser, args.option))
+    given = {name: getattr(args, flag.lstrip("-").replace("-", "_"))
+             for name, (flag, _, _) in TRAIN_FLAGS.items()}
+    if args.no_amp:
+        given["amp"] = False
+    try:
+        config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
+    except ValueError as err:
+        parser.error(str(err))
+    path = train(method, Dataset.load(args.data), args.out, config)
+    log.info("model: %s", path)
+    return 0
+
+
+def run_register(args: argparse.Namespace) -> int:
+    from regbench.io import InputError
+    from regbench.registration import register_files, register_pair
+    from regbench.runtime import pick_device, set_threads
+
+    parser: argparse.ArgumentParser = args.parser
+    dataset_form = [args.data, args.moving, args.fixed]
+    path_form = [args.moving_image, args.fixed_image, args.moving_labels, args.fixed_labels]
+    if any(v is not None for v in dataset_form) == any(v is not None for v in path_form):
+        parser.error("give either --data/--moving/--fixed or --moving-image/--fixed-image")
+    if any(v is not None for v in dataset_form) and None in dataset_form:
+        parser.error("the dataset form needs --data, --moving and --fixed")
+    if any(v is not None for v in path_form):
+        if args.moving_image is None or args.fixed_image is None:
+            parser.error("the path form needs --moving-image and --fixed-image")
+        if (args.moving_labels is None) != (args.fixed_labels is None):
+            parser.error("give both --moving-labels and --fixed-labels, or neither")
+    if args.slice_step < 1:
+        parser.error("--slice-step must be >= 1")
+    set_threads(args.threads)
+    cls = _method_class(parser, args.method)
+    options = parse_options(parser, args.option)
+    if args.threads is not None and "threads" in cls.defaults:
+        options.setdefault("threads", args.threads)
+    if cls.learned:
+        if args.checkpoint is None:
+            parser.error(f"method {args.method!r} is learned: give --checkpoint (its model.pt)")
+        try:
+            method = cls.from_checkpoint(args.checkpoint, pick_device(args.device), **options)
+        except ValueError as err:
+            raise InputError(str(err)) from None
+    else:
+        if args.checkpoint is not None:
+            parser.error(f"method {args.method!r} is not learned: it takes no --checkpoint")
+        method = _construct(parser, cls, options)
+    if args.data is not None:
+        from regbench.data.dataset import Dataset
+
+        register_pair(method, Dataset.load(args.data), args.moving, args.fixed, args.out,
+                      slice_step=args.slice_step)
+    else:
+        register_files(method, args.moving_image, args.fixed_image, args.out,
+                       moving_labels=args.moving_labels, fixed_labels=args.fixed_labels,
+                       slice_step=args.slice_step)
+    return 0
+
+
+def _method_class(parser: argparse.ArgumentParser, name: str):
+    from regbench.methods import get_method
+
+    try:
+        return get_method(name)
+    except KeyError as err:
+        parser.error(str(err.args[0]))
+
+
+def _construct(parser: argparse.ArgumentParser, cls, options: dict[str, Any]):
+    try:
+        return cls(**options)
+    except ValueError as err:
+        parser.error(str(err))

@@ -1,0 +1,132 @@
+"""Run one method on one pair: time it, write its field and runtime record, then score it.
+
+Per pair, in ``out_dir``::
+
+    field.nii.gz     the method's displacement field, (X, Y, Z, 3) voxel units, pull convention
+    runtime.json     {"method", "time_s", "device", "versions", "options", "slice_step"}
+
+and then the suite's evaluation (:mod:`regbench.evaluate`) writes ``warped.nii.gz``,
+``warped_labels.nii.gz`` and ``metrics.json``.
+
+``time_s`` is the wall time of ``method.register`` alone (reading and writing files excluded),
+with CUDA synchronised before and after. On a GPU the method first registers the pair once
+untimed, so the time excludes CUDA's one-off start-up (context, kernel loading, autotuning) and
+measures what every further pair costs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from regbench.data.dataset import Dataset
+from regbench.io import check_same_grid, read_image, voxel_spacing, write_field, write_json
+from regbench.methods import Method
+from regbench.runtime import versions
+
+log = logging.getLogger(__name__)
+
+FIELD_FILE = "field.nii.gz"
+RUNTIME_FILE = "runtime.json"
+
+
+def timed_register(method: Method, moving: np.ndarray, fixed: np.ndarray,
+                   spacing: tuple[float, float, float]) -> tuple[np.ndarray, float]:
+    """``(field (3, X, Y, Z) float32, seconds)`` of ``method.register``; checks the field."""
+    cuda = method.device.type == "cuda"
+    if cuda:
+        method.register(moving, fixed, spacing)  # untimed warm-up, see the module docstring
+        torch.cuda.synchronize(method.device)
+    start = time.perf_counter()
+    field = method.register(moving, fixed, spacing)
+    if cuda:
+        torch.cuda.synchronize(method.device)
+    seconds = time.perf_counter() - start
+    field = np.asarray(field)
+    if field.shape != (3, *fixed.shape):
+        raise RuntimeError(f"method {method.name!r} returned a field of shape {field.shape}, "
+                           f"expected {(3, *fixed.shape)}")
+    if not np.all(np.isfinite(field)):
+        raise RuntimeError(f"method {method.name!r} returned a field with NaN or Inf values")
+    return field.astype(np.float32, copy=False), seconds
+
+
+def register_pair(method: Method, dataset: Dataset, moving_id: str, fixed_id: str,
+                  out_dir: str | os.PathLike, slice_step: int = 1) -> dict[str, Any]:
+    """Register subject ``moving_id`` onto ``fixed_id`` of a prepared dataset and score it.
+
+    With ``slice_step > 1`` the method sees the moving image thinned by
+    :func:`regbench.degrade.thin_slices` (axis 1); the original labels are scored. Returns the
+    ``metrics.json`` record.
+    """
+    from regbench.evaluate import evaluate_dataset_pair
+
+    moving = _thinned(dataset.image(moving_id), slice_step)
+    fixed = dataset.image(fixed_id)
+    runtime = _register_and_write(method, moving, fixed, dataset.spacing, dataset.affine,
+                                  Path(out_dir), slice_step)
+    return evaluate_dataset_pair(dataset, moving_id, fixed_id, runtime.pop("field"), out_dir,
+                                 runtime=runtime, slice_step=slice_step)
+
+
+def register_files(method: Method, moving_image: str | os.PathLike,
+                   fixed_image: str | os.PathLike, out_dir: str | os.PathLike,
+                   moving_labels: str | os.PathLike | None = None,
+                   fixed_labels: str | os.PathLike | None = None,
+                   slice_step: int = 1) -> dict[str, Any]:
+    """:func:`register_pair` for images given as files on one grid.
+
+    With both label maps the pair is scored (every label its own region) and the
+    ``metrics.json`` record is returned; without them only ``field.nii.gz`` and
+    ``runtime.json`` are written and the runtime record is returned.
+    """
+    from regbench.evaluate import evaluate_paths
+
+    if (moving_labels is None) != (fixed_labels is None):
+        raise ValueError("give both label maps or neither")
+    fixed, affine = read_image(fixed_image)
+    moving, moving_affine = read_image(moving_image)
+    check_same_grid(fixed.shape, affine, fixed_image, moving.shape, moving_affine, moving_image)
+    spacing = tuple(float(s) for s in voxel_spacing(affine))
+    runtime = _register_and_write(method, _thinned(moving, slice_step), fixed, spacing, affine,
+                                  Path(out_dir), slice_step)
+    runtime.pop("field")
+    if moving_labels is None:
+        return runtime
+    return evaluate_paths(moving_image=moving_image, moving_labels=moving_labels,
+                          fixed_labels=fixed_labels, field=Path(out_dir) / FIELD_FILE,
+                          out_dir=out_dir, runtime=runtime, slice_step=slice_step)
+
+
+def _thinned(moving: np.ndarray, slice_step: int) -> np.ndarray:
+    if slice_step < 1:
+        raise ValueError(f"slice step must be >= 1, got {slice_step}")
+    if slice_step == 1:
+        return moving
+    from regbench.degrade import thin_slices
+
+    return thin_slices(moving, step=slice_step, axis=1)
+
+
+def _register_and_write(method: Method, moving: np.ndarray, fixed: np.ndarray,
+                        spacing: tuple[float, float, float], affine: np.ndarray, out_dir: Path,
+                        slice_step: int) -> dict[str, Any]:
+    """Time the method, write ``field.nii.gz`` and ``runtime.json``; returns the runtime record
+    with the field under ``"field"``."""
+    for stale in (RUNTIME_FILE, "metrics.json"):
+        (out_dir / stale).unlink(missing_ok=True)
+    log.info("registering with %s (%s)", method.name, method.device_description())
+    field, seconds = timed_register(method, moving, fixed, spacing)
+    runtime = {"method": method.name, "time_s": seconds,
+               "device": method.device_description(), "versions": versions(),
+               "options": method.options, "slice_step": slice_step}
+    write_field(out_dir / FIELD_FILE, field, affine)
+    write_json(out_dir / RUNTIME_FILE, runtime)
+    log.info("%s: %.3f s", method.name, seconds)
+    return {**runtime, "field": field}

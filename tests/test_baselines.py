@@ -1,0 +1,170 @@
+"""The baselines: ANTs Affine and SyN (baselines/ants.py) and VoxelMorph (baselines/voxelmorph.py).
+
+ANTs runs with one thread and few SyN iterations on the 40x48x40 demo grid to stay fast.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ants
+import numpy as np
+import pytest
+import torch
+from regbench.baselines.ants import dense_field, to_ants
+from regbench.baselines.voxelmorph import VoxelMorphNetwork
+from scipy import ndimage
+
+from regbench import metrics
+from regbench.methods import get_method
+from regbench.transforms import identity_grid, warp, warp_labels
+
+torch.set_num_threads(1)
+
+FAST_SYN = {"threads": 1, "reg_iterations": [20, 10, 5]}
+
+
+def pull(volume: np.ndarray, field: np.ndarray, labels: bool = False) -> np.ndarray:
+    """``volume (X, Y, Z)`` pulled through ``field (3, X, Y, Z)`` by the suite's warp."""
+    v = torch.from_numpy(np.ascontiguousarray(volume))[None, None]
+    f = torch.from_numpy(np.ascontiguousarray(field, dtype=np.float32))[None]
+    return (warp_labels(v, f) if labels else warp(v, f))[0, 0].numpy()
+
+
+def affine_field(shape, matrix: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Field of ``x -> c + matrix (x - c) + shift`` (voxels, about the grid centre ``c``)."""
+    grid = identity_grid(shape)[0].numpy().astype(np.float64)
+    centre = (np.asarray(shape, dtype=np.float64) - 1)[:, None, None, None] / 2
+    mapped = np.einsum("ij,j...->i...", matrix, grid - centre) + centre + shift[:, None, None,
+                                                                                   None]
+    return (mapped - grid).astype(np.float32)
+
+
+def rotation(degrees: float, axes: tuple[int, int]) -> np.ndarray:
+    a = math.radians(degrees)
+    matrix = np.eye(3)
+    i, j = axes
+    matrix[i, i] = matrix[j, j] = math.cos(a)
+    matrix[i, j], matrix[j, i] = -math.sin(a), math.sin(a)
+    return matrix
+
+
+def mean_dice(pred: np.ndarray, target: np.ndarray) -> float:
+    labels = sorted(set(np.unique(target).tolist()) - {0})
+    return float(np.mean(list(metrics.dice_per_label(pred, target, labels).values())))
+
+
+@pytest.fixture(scope="module")
+def known_pair(demo_dataset):
+    """A demo subject (fixed) and the moving image made from it by a known smooth deformation and
+    a small affine: ``(moving, fixed, moving labels, fixed labels, spacing)``."""
+    fixed = demo_dataset.image("demo05")
+    fixed_labels = demo_dataset.label_map("demo05")
+    shape = fixed.shape
+    rng = np.random.default_rng(1)
+    smooth = np.stack([ndimage.gaussian_filter(rng.normal(size=shape), 4) for _ in range(3)])
+    smooth *= 1.5 / np.abs(smooth).max()
+    field = affine_field(shape, rotation(6, (0, 1)) * 1.04, np.array([1.5, -1.0, 0.5]))
+    field = field + smooth.astype(np.float32)
+    moving = pull(fixed, field)
+    moving_labels = pull(fixed_labels, field, labels=True)
+    return moving, fixed, moving_labels, fixed_labels, demo_dataset.spacing
+
+
+@pytest.mark.parametrize("name", ["affine", "syn"])
+def test_ants_field_warps_like_ants(name, known_pair, tmp_path):
+    """Our warp with the composed field == antsApplyTransforms with ANTs' own transforms."""
+    moving, fixed, moving_labels, _, spacing = known_pair
+    method = get_method(name)(**(FAST_SYN if name == "syn" else {"threads": 1}))
+    transforms = method.transforms(moving, fixed, spacing, tmp_path)
+    field = dense_field(transforms, to_ants(fixed, spacing), tmp_path)
+    ours = pull(moving_labels, field, labels=True)
+    theirs = ants.apply_transforms(to_ants(fixed, spacing), to_ants(moving_labels, spacing),
+                                   transforms, interpolator="nearestNeighbor").numpy()
+    theirs = np.rint(theirs).astype(np.int32)
+    assert np.abs(field).max() > 1  # the test would be void on a near-identity field
+    assert (ours == theirs).mean() >= 0.99
+    foreground = (ours > 0) | (theirs > 0)
+    assert (ours == theirs)[foreground].mean() >= 0.97
+
+
+def test_affine_recovers_a_known_affine(demo_dataset):
+    fixed = demo_dataset.image("demo06")
+    shape = fixed.shape
+    matrix = rotation(5, (1, 2)) @ np.diag([1.05, 0.97, 1.0])
+    shift = np.array([1.5, -2.0, 1.0])
+    moving = pull(fixed, affine_field(shape, matrix, shift))
+    # moving(x) = fixed(c + M (x - c) + t), so fixed(y) = moving(c + M^-1 (y - c - t)).
+    inverse = np.linalg.inv(matrix)
+    expected = affine_field(shape, inverse, -inverse @ shift)
+    field = get_method("affine")(threads=1).register(moving, fixed, demo_dataset.spacing)
+    brain = demo_dataset.label_map("demo06") > 0
+    error = np.linalg.norm(field - expected, axis=0)[brain]
+    displacement = np.linalg.norm(expected, axis=0)[brain]
+    assert displacement.mean() > 1.5  # a displacement worth recovering
+    assert error.mean() < 0.25 and error.max() < 0.75, (error.mean(), error.max())
+
+
+def test_baselines_improve_dice_over_identity(known_pair):
+    moving, fixed, moving_labels, fixed_labels, spacing = known_pair
+    before = mean_dice(moving_labels, fixed_labels)
+    after = {name: mean_dice(pull(moving_labels, get_method(name)(**options).register(
+        moving, fixed, spacing), labels=True), fixed_labels)
+        for name, options in (("affine", {"threads": 1}), ("syn", FAST_SYN))}
+    assert after["affine"] > before + 0.05, (before, after)
+    assert after["syn"] > after["affine"] + 0.02, (before, after)
+
+
+def test_ants_is_deterministic_with_one_thread_and_a_seed(known_pair):
+    moving, fixed, _, _, spacing = known_pair
+    first, second = (get_method("affine")(threads=1, random_seed=3).register(moving, fixed,
+                                                                               spacing)
+                     for _ in range(2))
+    assert np.array_equal(first, second)
+
+
+def test_ants_options_pass_through_and_unknown_ones_fail():
+    syn = get_method("syn")(reg_iterations=[10, 0, 0], syn_metric="CC", syn_sampling=2)
+    assert syn.options["syn_metric"] == "CC"
+    with pytest.raises(ValueError, match="no option"):
+        get_method("affine")(reg_iterations=[10])  # a SyN knob: Affine does not take it
+    with pytest.raises(ValueError, match="random_seed"):
+        get_method("affine")(random_seed=0)  # ANTs would seed from the clock
+    assert get_method("affine").label == "Affine" and get_method("syn").label == "SyN"
+
+
+def test_voxelmorph_field_convention_matches_its_transformer():
+    """VxmPairwise's own warp == the suite's warp (zero padding) with the field as returned."""
+    generator = torch.Generator().manual_seed(0)
+    shape = (16, 24, 20)
+    network = VoxelMorphNetwork(nb_features=[4, 4], integration_steps=5)
+    image = torch.rand(2, 1, *shape, generator=generator)
+    # A constant shift of +2 voxels along axis 0 pulls moving(x + 2): checks units and axis order.
+    shift = torch.zeros(1, 3, *shape)
+    shift[:, 0] = 2
+    shifted = network.vxm.spatial_transformer(image[:1], shift)
+    assert torch.allclose(shifted[0, 0, :-2], image[0, 0, 2:], atol=1e-5)
+    # A smooth random field of several voxels, through the network's own outputs.
+    with torch.no_grad():
+        network.vxm.flow_layer.conv0.weight.normal_(0, 0.5, generator=generator)
+        outputs = network(image, image.flip(2))
+    field = outputs["field"]
+    assert field.abs().max() > 1
+    ours = warp(image, field, padding_mode="zeros")
+    assert torch.allclose(outputs["warped"], ours, atol=1e-4)
+
+
+def test_voxelmorph_size_multiple_and_options():
+    method = get_method("voxelmorph")()
+    assert method.size_multiple == 32 and method.label == "VoxelMorph"
+    small = get_method("voxelmorph")(nb_features=[8, 8, 8], integration_steps=0)
+    assert small.size_multiple == 8
+    network = small.build_network()
+    moving, fixed = torch.rand(2, 1, 1, 16, 24, 16)
+    outputs = network(moving, fixed)
+    assert outputs["field"].shape == (1, 3, 16, 24, 16)
+    assert outputs["velocity"] is outputs["field"]  # no integration: regularise the field itself
+    loss, parts = small.loss(outputs, moving, fixed)
+    assert loss.ndim == 0 and set(parts) == {"ncc", "grad"}
+    with pytest.raises(ValueError, match="nb_features"):
+        get_method("voxelmorph")(nb_features=[])

@@ -1,0 +1,110 @@
+"""``regbench methods``, ``regbench train`` and ``regbench register`` on the 40x48x40 demo."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from regbench.cli import main
+from regbench.io import read_field
+
+torch.set_num_threads(1)
+
+RUNTIME_KEYS = {"method", "time_s", "device", "versions", "options", "slice_step"}
+PAIR_FILES = ("field.nii.gz", "runtime.json", "warped.nii.gz", "warped_labels.nii.gz",
+              "metrics.json")
+
+
+@pytest.fixture(scope="module")
+def trained(demo_dataset, tmp_path_factory):
+    """``regbench train voxelmorph`` for 3 steps: the output folder and the command."""
+    out = tmp_path_factory.mktemp("voxelmorph")
+    command = ["train", "voxelmorph", "--data", str(demo_dataset.root), "--out", str(out),
+               "--steps", "3", "--warmup-steps", "1", "--checkpoint-every", "2", "--seed", "1",
+               "--crop-jitter", "1", "--device", "cpu", "--threads", "1",
+               "--option", "nb_features=[4, 4]", "--option", "integration_steps=2"]
+    assert main(command) == 0
+    return out, command
+
+
+def test_methods_lists_name_label_learned(capsys):
+    assert main(["methods"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "label", "learned"]
+    rows = {line.split()[0]: line for line in lines[1:] if not line.startswith(" ")}
+    assert list(rows)[:6] == ["affine", "syn", "voxelmorph", "dualprnet-ssf", "dualprnet-dsf",
+                              "dualprnet"]
+    assert rows["voxelmorph"].split()[1:] == ["VoxelMorph", "yes"]
+    assert rows["affine"].split()[1:] == ["Affine", "no"]
+
+
+def test_train_writes_outputs_and_rerun_is_a_no_op(trained):
+    out, command = trained
+    for name in ("model.pt", "checkpoint.pt", "loss.csv", "train.json"):
+        assert (out / name).exists(), name
+    with open(out / "loss.csv", newline="") as file:
+        assert [int(row["step"]) for row in csv.DictReader(file)] == [1, 2, 3]
+    record = json.loads((out / "train.json").read_text())
+    assert record["config"]["steps"] == 3 and record["config"]["crop_jitter"] == 1
+    assert record["options"]["nb_features"] == [4, 4] and record["seed"] == 1
+    stamp = (out / "model.pt").stat().st_mtime_ns
+    assert main(command) == 0
+    assert (out / "model.pt").stat().st_mtime_ns == stamp
+    assert main([*command, "--lr", "0.5"]) == 2  # another config in the same folder: refused
+
+
+def test_register_learned_method_with_checkpoint(trained, demo_dataset, tmp_path):
+    out, _ = trained
+    pair = tmp_path / "pair"
+    assert main(["register", "voxelmorph", "--data", str(demo_dataset.root), "--moving",
+                 "demo05", "--fixed", "demo06", "--out", str(pair), "--checkpoint",
+                 str(out / "model.pt"), "--device", "cpu", "--threads", "1",
+                 "--slice-step", "4"]) == 0
+    for name in PAIR_FILES:
+        assert (pair / name).exists(), name
+    runtime = json.loads((pair / "runtime.json").read_text())
+    assert set(runtime) == RUNTIME_KEYS
+    assert runtime["options"]["nb_features"] == [4, 4] and runtime["slice_step"] == 4
+    assert runtime["time_s"] > 0
+    metrics = json.loads((pair / "metrics.json").read_text())
+    assert (metrics["method"], metrics["moving"], metrics["slice_step"]) == (
+        "voxelmorph", "demo05", 4)
+    field, _ = read_field(pair / "field.nii.gz")
+    assert field.shape == (3, *demo_dataset.shape)
+
+
+def test_register_refuses_wrong_or_missing_checkpoints(trained, demo_dataset, tmp_path, capsys):
+    out, _ = trained
+    pair = ["--data", str(demo_dataset.root), "--moving", "demo05", "--fixed", "demo06",
+            "--out", str(tmp_path)]
+    with pytest.raises(SystemExit):
+        main(["register", "voxelmorph", *pair])
+    assert "--checkpoint" in capsys.readouterr().err
+    assert main(["register", "dualprnet", *pair, "--checkpoint", str(out / "model.pt")]) == 2
+    assert "voxelmorph" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "affine", "--data", str(demo_dataset.root), "--out", str(tmp_path)])
+    assert "not learned" in capsys.readouterr().err
+
+
+def test_register_path_form(demo_dataset, tmp_path):
+    files = ["--moving-image", str(demo_dataset.image_path("demo05")),
+             "--fixed-image", str(demo_dataset.image_path("demo06"))]
+    labels = ["--moving-labels", str(demo_dataset.labels_path("demo05")),
+              "--fixed-labels", str(demo_dataset.labels_path("demo06"))]
+    scored, unscored = tmp_path / "scored", tmp_path / "unscored"
+    assert main(["register", "affine", *files, *labels, "--out", str(scored),
+                 "--threads", "1"]) == 0
+    for name in PAIR_FILES:
+        assert (scored / name).exists(), name
+    metrics = json.loads((scored / "metrics.json").read_text())
+    assert metrics["method"] == "affine" and metrics["options"]["threads"] == 1
+    assert "1 threads" in metrics["device"]
+    assert main(["register", "affine", *files, "--out", str(unscored), "--threads", "1"]) == 0
+    assert sorted(p.name for p in unscored.iterdir()) == ["field.nii.gz", "runtime.json"]
+    with pytest.raises(SystemExit):  # both forms at once
+        main(["register", "affine", *files, "--data", str(demo_dataset.root), "--out",
+              str(tmp_path)])

@@ -1,0 +1,193 @@
+"""The shared trainer (regbench/training.py), with a small VoxelMorph on the 40x48x40 demo."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from regbench.degrade import thin_slices
+from regbench.io import InputError
+from regbench.methods import get_method
+from regbench.training import (
+    PairSampler,
+    TrainConfig,
+    TrainingVolumes,
+    learning_rate,
+    load_checkpoint,
+    train,
+)
+
+torch.set_num_threads(1)
+
+SMALL = {"nb_features": [4, 8, 8], "integration_steps": 3}
+CONFIG = TrainConfig(steps=8, batch_size=1, lr=2e-3, warmup_steps=3, checkpoint_every=3,
+                     seed=3, crop_jitter=2, moving_slice_step=2, device="cpu", threads=1)
+
+
+def small_voxelmorph():
+    return get_method("voxelmorph")(**SMALL)
+
+
+def read_log(path) -> list[dict[str, str]]:
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+class Interrupt(Exception):
+    """Stands for a killed job."""
+
+
+def interrupt_at(method, call: int):
+    """Make ``method.loss`` raise at its ``call``-th call (1-based)."""
+    loss, calls = method.loss, itertools.count(1)
+
+    def failing(*args):
+        if next(calls) == call:
+            raise Interrupt
+        return loss(*args)
+
+    method.loss = failing
+    return method
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(demo_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    method = small_voxelmorph()
+    return method, train(method, demo_dataset, out, CONFIG)
+
+
+def test_learning_rate_warms_up_linearly_then_stays():
+    config = TrainConfig(lr=1e-3, warmup_steps=4)
+    assert [learning_rate(s, config) for s in range(1, 7)] == pytest.approx(
+        [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert learning_rate(1, replace(config, warmup_steps=0)) == 1e-3
+
+
+def test_outputs_and_loss_log(uninterrupted, demo_dataset):
+    _, model = uninterrupted
+    out = model.parent
+    assert model.name == "model.pt" and (out / "checkpoint.pt").exists()
+    rows = read_log(out / "loss.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, CONFIG.steps + 1))
+    assert list(rows[0]) == ["step", "loss", "ncc", "grad", "lr", "time_s"]
+    assert [float(r["lr"]) for r in rows] == pytest.approx(
+        [learning_rate(s, CONFIG) for s in range(1, CONFIG.steps + 1)])
+    for row in rows:
+        weight = small_voxelmorph().options["smoothness_weight"]
+        assert float(row["loss"]) == pytest.approx(float(row["ncc"]) + weight * float(row["grad"]),
+                                                   rel=1e-5)
+    record = json.loads((out / "train.json").read_text())
+    assert record["config"]["seed"] == CONFIG.seed and record["options"]["nb_features"] == [4, 8, 8]
+    assert record["dataset"]["train"] == demo_dataset.train and record["resumed_at"] == []
+    assert record["versions"]["torch"] and "threads" in record["device"]
+    state = load_checkpoint(model)
+    assert {"method", "options", "network", "optimizer", "scaler", "step", "rng",
+            "config"} <= set(state)
+    assert state["step"] == CONFIG.steps and state["method"] == "voxelmorph"
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 6  # the last multiple of 3
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(uninterrupted, demo_dataset,
+                                                           tmp_path):
+    _, model = uninterrupted
+    with pytest.raises(Interrupt):  # killed during step 5: the checkpoint holds step 3
+        train(interrupt_at(small_voxelmorph(), 5), demo_dataset, tmp_path, CONFIG)
+    assert not (tmp_path / "model.pt").exists()
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
+    assert [int(r["step"]) for r in read_log(tmp_path / "loss.csv")] == [1, 2, 3, 4]
+    resumed = train(small_voxelmorph(), demo_dataset, tmp_path, CONFIG)
+    a, b = load_checkpoint(model), load_checkpoint(resumed)
+    for key, value in a["network"].items():
+        assert torch.equal(value, b["network"][key]), key
+    for key, value in a["optimizer"]["state"].items():
+        for name, tensor in value.items():
+            assert torch.equal(tensor, b["optimizer"]["state"][key][name])
+    rows_a, rows_b = read_log(model.parent / "loss.csv"), read_log(tmp_path / "loss.csv")
+    assert [int(r["step"]) for r in rows_b] == list(range(1, CONFIG.steps + 1))  # no duplicates
+    assert [r["loss"] for r in rows_a] == [r["loss"] for r in rows_b]
+    assert json.loads((tmp_path / "train.json").read_text())["resumed_at"] == [3]
+
+
+def test_finished_run_is_a_no_op_and_other_configs_are_refused(uninterrupted, demo_dataset):
+    trained, model = uninterrupted
+    before = model.stat().st_mtime_ns
+    method = small_voxelmorph()
+    assert train(method, demo_dataset, model.parent, replace(CONFIG, checkpoint_every=5)) == model
+    assert model.stat().st_mtime_ns == before
+    for key, value in trained.network.state_dict().items():  # the method holds the trained net
+        assert torch.equal(value, method.network.state_dict()[key])
+    with pytest.raises(InputError, match="lr"):
+        train(small_voxelmorph(), demo_dataset, model.parent, replace(CONFIG, lr=1e-3))
+    with pytest.raises(InputError, match="options"):
+        train(get_method("voxelmorph")(**{**SMALL, "smoothness_weight": 2.0}), demo_dataset,
+              model.parent, CONFIG)
+
+
+def test_voxelmorph_loss_goes_down(demo_dataset, tmp_path):
+    """The trained network's loss over every training pair is below the untrained one's."""
+    volumes = TrainingVolumes(demo_dataset)
+    pairs = list(itertools.permutations(range(len(volumes)), 2))
+    moving, fixed = volumes.batch([(m, f, (0, 0, 0)) for m, f in pairs], 0, 8,
+                                  torch.device("cpu"))
+
+    def mean_loss(method) -> float:
+        with torch.no_grad():
+            return method.loss(method.network(moving, fixed), moving, fixed)[0].item()
+
+    untrained = small_voxelmorph()
+    torch.manual_seed(0)
+    untrained.network = untrained.build_network().eval()
+    method = small_voxelmorph()
+    train(method, demo_dataset, tmp_path,
+          TrainConfig(steps=12, lr=5e-3, warmup_steps=2, checkpoint_every=12, device="cpu",
+                      threads=1))
+    before, after = mean_loss(untrained), mean_loss(method)
+    assert after < before - 0.015, (before, after)
+
+
+def test_pair_sampler_is_seeded_and_draws_distinct_subjects():
+    draws = PairSampler(4, seed=7, jitter=3).draw(400)
+    assert draws == PairSampler(4, seed=7, jitter=3).draw(400)
+    assert draws != PairSampler(4, seed=8, jitter=3).draw(400)
+    assert all(m != f for m, f, _ in draws)
+    assert {(m, f) for m, f, _ in draws} == set(itertools.permutations(range(4), 2))
+    offsets = np.array([o for _, _, o in draws])
+    assert offsets.min() == -3 and offsets.max() == 3
+
+
+def test_batches_shift_pairs_jointly_and_thin_the_moving_image(demo_dataset):
+    volumes = TrainingVolumes(demo_dataset, slice_step=4)
+    image0, image1 = (demo_dataset.image(s) for s in demo_dataset.train[:2])
+    assert np.array_equal(volumes.moving[0, 0].numpy(), thin_slices(image0, step=4, axis=1))
+    assert np.array_equal(volumes.fixed[1, 0].numpy(), image1)
+    moving, fixed = volumes.batch([(0, 1, (2, 0, -1))], jitter=2, multiple=16,
+                                  device=torch.device("cpu"))
+    shape = demo_dataset.shape
+    assert moving.shape == fixed.shape == (1, 1, 48, 48, 48)  # padded to multiples of 16
+    # out[x] = in[x - offset]: both volumes moved by (+2, 0, -1), edges replicated.
+    assert np.array_equal(fixed[0, 0, 2:shape[0], :shape[1], :shape[2] - 1].numpy(),
+                          image1[:-2, :, 1:])
+    assert np.array_equal(fixed[0, 0, 0, :shape[1], :shape[2] - 1].numpy(), image1[0, :, 1:])
+    assert np.array_equal(moving[0, 0, 2:shape[0], :shape[1], :shape[2] - 1].numpy(),
+                          thin_slices(image0, step=4, axis=1)[:-2, :, 1:])
+    assert not fixed[0, 0, shape[0]:].any()  # zero padding beyond the grid
+
+
+def test_bad_configs_and_checkpoints_are_refused(demo_dataset, tmp_path):
+    with pytest.raises(ValueError, match="steps"):
+        TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig(lr=0)
+    garbage = tmp_path / "model.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="model.pt"):
+        load_checkpoint(garbage)
+    with pytest.raises(InputError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
