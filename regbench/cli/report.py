@@ -1,5 +1,194 @@
-"""IMPLEMENTATION PENDING."""
+"""Report commands: ``aggregate``, ``tables``, ``figures``, ``figure-pyramid``, ``figure-warped``.
+
+Everything reads per-pair files (``metrics.json``, ``per_pair.csv``, ``warped.nii.gz``); see
+:mod:`regbench.reports.tables` and :mod:`regbench.reports.figures` for what each output shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from regbench.io import InputError
+
+log = logging.getLogger(__name__)
+
+CONVENTION_CHOICES = ("faim", "merged", "both")
 
 
 def add_commands(subparsers) -> None:
-    """Add this area's sub-commands."""
+    """Add the report sub-commands."""
+    parser = subparsers.add_parser(
+        "aggregate", help="collect metrics.json records into one per_pair.csv",
+        description="Read metrics.json files (given, and/or found below --from-dir) into a "
+                    "per-pair table: one row per registered pair (CONTRACTS.md columns).")
+    parser.add_argument("metrics", nargs="*", type=Path, help="metrics.json files")
+    parser.add_argument("--from-dir", "--pairs", dest="from_dir", action="append", type=Path,
+                        default=[], metavar="DIR",
+                        help="also every **/metrics.json below DIR (repeatable)")
+    parser.add_argument("--experiment", required=True, help="experiment name for the rows")
+    parser.add_argument("--dataset", help="expected dataset (checked; fills records without one)")
+    parser.add_argument("--out", required=True, type=Path, help="per_pair.csv to write")
+    parser.set_defaults(func=run_aggregate)
+
+    parser = subparsers.add_parser(
+        "tables", help="camera-ready tables (CSV, Markdown, LaTeX) with significance tests",
+        description="Write the tables of one kind from per_pair.csv files: main -> "
+                    "table1_{faim,merged}.{csv,md,tex} + table1_stats.csv (one dataset); "
+                    "ablation -> ablation.* + ablation_stats.csv; slice_spacing -> "
+                    "slice_spacing.* + slice_spacing_stats.csv (columns per dataset and "
+                    "convention).")
+    _per_pair_arguments(parser)
+    parser.add_argument("--kind", choices=("main", "ablation", "slice_spacing"), default="main")
+    parser.add_argument("--convention", choices=CONVENTION_CHOICES, default="both",
+                        help="region Dice convention(s) (default both)")
+    parser.set_defaults(func=run_tables)
+
+    parser = subparsers.add_parser(
+        "figures", help="Fig. 4 box plots and Dice against time",
+        description="Write fig4_<convention>.{png,pdf} (per-region Dice box plots) and "
+                    "dice_time_<convention>.{png,pdf} from per_pair.csv files of one dataset.")
+    _per_pair_arguments(parser)
+    parser.add_argument("--convention", choices=CONVENTION_CHOICES, default="both")
+    parser.set_defaults(func=run_figures)
+
+    parser = subparsers.add_parser(
+        "figure-pyramid", help="Fig. 2: a trained network's pyramid fields on one pair",
+        description="Run the network of a trained checkpoint on one pair and draw each "
+                    "pyramid level's accumulated field and the moving image warped by it.")
+    _pair_arguments(parser)
+    parser.add_argument("--checkpoint", required=True, type=Path, help="model.pt of the trainer")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
+    parser.set_defaults(func=run_figure_pyramid)
+
+    parser = subparsers.add_parser(
+        "figure-warped", help="Fig. 3: warped images of several methods on one pair",
+        description="Draw the moving, fixed and each method's warped.nii.gz with |warped - "
+                    "fixed| below.")
+    _pair_arguments(parser)
+    parser.add_argument("--method-dir", action="append", required=True, metavar="LABEL=DIR",
+                        help="a method's label and its per-pair folder holding warped.nii.gz "
+                             "(repeatable)")
+    parser.set_defaults(func=run_figure_warped)
+
+
+def _per_pair_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--per-pair", action="append", required=True, type=Path,
+                        metavar="CSV", help="per_pair.csv (repeatable)")
+    parser.add_argument("--dataset", help="use only this dataset's rows")
+    parser.add_argument("--out-dir", required=True, type=Path, help="output folder")
+
+
+def _pair_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, type=Path, help="prepared dataset folder")
+    parser.add_argument("--moving", required=True, help="moving subject ID")
+    parser.add_argument("--fixed", required=True, help="fixed subject ID")
+    parser.add_argument("--out-stem", required=True, type=Path,
+                        help="output path without extension (.png and .pdf are written)")
+    parser.add_argument("--slice-axis", type=int, choices=(0, 1, 2), default=2,
+                        help="voxel axis across which the middle slice is shown (default 2)")
+
+
+def _conventions(choice: str) -> tuple[str, ...]:
+    return ("faim", "merged") if choice == "both" else (choice,)
+
+
+def _load_per_pair(args: argparse.Namespace) -> pd.DataFrame:
+    from regbench.reports.aggregate import read_per_pair
+
+    table = read_per_pair(args.per_pair)
+    if args.dataset is not None:
+        table = table[table["dataset"] == args.dataset]
+        if table.empty:
+            raise InputError(f"{', '.join(map(str, args.per_pair))}: no rows of dataset "
+                             f"{args.dataset!r}")
+    return table.reset_index(drop=True)
+
+
+def run_aggregate(args: argparse.Namespace) -> int:
+    from regbench.reports.aggregate import aggregate, find_metrics
+
+    files = list(args.metrics)
+    for folder in args.from_dir:
+        found = find_metrics(folder)
+        if not found:
+            raise InputError(f"{folder}: no metrics.json below it")
+        files += found
+    if not files:
+        raise InputError("no metrics.json given: name files or use --from-dir DIR")
+    files = list(dict.fromkeys(path.resolve() for path in files))
+    aggregate(files, args.out, experiment=args.experiment, dataset=args.dataset)
+    return 0
+
+
+def run_tables(args: argparse.Namespace) -> int:
+    from regbench.reports.tables import make_tables
+
+    for path in make_tables(_load_per_pair(args), args.kind, args.out_dir,
+                            _conventions(args.convention)):
+        print(path)
+    return 0
+
+
+def run_figures(args: argparse.Namespace) -> int:
+    from regbench.reports.figures import plot_dice_vs_time, plot_region_boxplots
+
+    table = _load_per_pair(args)
+    datasets = list(dict.fromkeys(table["dataset"]))
+    if len(datasets) != 1:
+        raise InputError(f"per-pair rows of several datasets {datasets}: choose one with "
+                         "--dataset")
+    import matplotlib.pyplot as plt
+
+    for convention in _conventions(args.convention):
+        for stem, plot in ((f"fig4_{convention}", plot_region_boxplots),
+                           (f"dice_time_{convention}", plot_dice_vs_time)):
+            plt.close(plot(table, convention, args.out_dir / stem))
+            print(f"{args.out_dir / stem}.png\n{args.out_dir / stem}.pdf")
+    return 0
+
+
+def run_figure_pyramid(args: argparse.Namespace) -> int:
+    from regbench.data.dataset import Dataset
+    from regbench.reports.figures import plot_pyramid
+    from regbench.reports.pyramid import load_learned, pyramid_fields
+    from regbench.runtime import pick_device, set_threads
+
+    set_threads(args.threads)
+    dataset = Dataset.load(args.data)
+    moving, fixed = dataset.image(args.moving), dataset.image(args.fixed)
+    method = load_learned(args.checkpoint, pick_device(args.device))
+    log.info("pyramid of %s on %s -> %s", method.name, args.moving, args.fixed)
+    fields, names = pyramid_fields(method, moving, fixed)
+    plot_pyramid(moving, fixed, fields, args.out_stem, slice_axis=args.slice_axis,
+                 level_names=names)
+    print(f"{args.out_stem}.png\n{args.out_stem}.pdf")
+    return 0
+
+
+def run_figure_warped(args: argparse.Namespace) -> int:
+    from regbench.data.dataset import Dataset
+    from regbench.io import check_same_grid, read_image
+    from regbench.reports.figures import plot_warped_comparison
+
+    dataset = Dataset.load(args.data)
+    warped = {}
+    for item in args.method_dir:
+        label, sep, folder = item.partition("=")
+        if not sep or not label or not folder:
+            raise InputError(f"--method-dir {item!r}: expected LABEL=DIR")
+        if label in warped:
+            raise InputError(f"--method-dir {item!r}: label {label!r} given twice")
+        path = Path(folder) / "warped.nii.gz"
+        image, affine = read_image(path)
+        check_same_grid(dataset.shape, dataset.affine, dataset.root / "dataset.json",
+                        image.shape, affine, path)
+        warped[label] = image
+    plot_warped_comparison(dataset.image(args.moving), dataset.image(args.fixed), warped,
+                           args.out_stem, slice_axis=args.slice_axis)
+    print(f"{args.out_stem}.png\n{args.out_stem}.pdf")
+    return 0

@@ -1,0 +1,107 @@
+"""One place for how methods look in every table and figure: their order, names and colours.
+
+A *run* is one column of an experiment: a method at one slice step (the workflow's run folder
+``{method}`` or ``{method}-slice{step}``). Runs are ordered by the canonical method order of
+CONTRACTS.md (unknown, user-added methods after it, alphabetically), then by slice step.
+
+Colours come from the Okabe-Ito palette (distinguishable under the common colour-vision
+deficiencies). Each canonical method has a fixed colour; any other run takes the unused colours
+in run order, so one set of runs gets the same colours in every figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+CANONICAL_METHODS: tuple[str, ...] = (
+    "affine", "syn", "voxelmorph", "dualprnet-ssf", "dualprnet-dsf", "dualprnet")
+"""Registry names in table/figure order (CONTRACTS.md)."""
+
+CANONICAL_LABELS: dict[str, str] = {
+    "affine": "Affine",
+    "syn": "SyN",
+    "voxelmorph": "VoxelMorph",
+    "dualprnet-ssf": "Single-stream, single field",
+    "dualprnet-dsf": "Dual-stream, single field",
+    "dualprnet": "Dual-PRNet",
+}
+"""Labels of the canonical methods, used when the method registry cannot be imported."""
+
+DATASET_NAMES: dict[str, str] = {"lpba40": "LPBA40", "mindboggle101": "Mindboggle101",
+                                 "demo": "Demo"}
+"""How tables and figures name the datasets (others: as given)."""
+
+REFERENCE_METHOD = "dualprnet"
+"""The method every other one is tested against."""
+
+OKABE_ITO: dict[str, str] = {
+    "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73", "yellow": "#F0E442",
+    "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7", "grey": "#999999",
+    "black": "#000000",
+}
+
+METHOD_COLORS: dict[str, str] = {
+    "affine": OKABE_ITO["grey"],
+    "syn": OKABE_ITO["orange"],
+    "voxelmorph": OKABE_ITO["sky blue"],
+    "dualprnet-ssf": OKABE_ITO["reddish purple"],
+    "dualprnet-dsf": OKABE_ITO["bluish green"],
+    "dualprnet": OKABE_ITO["vermillion"],
+}
+# Yellow last: it is the hardest to see on white.
+_SPARE_COLORS = tuple(OKABE_ITO[c] for c in ("blue", "black", "yellow"))
+
+
+def run_name(method: str, slice_step: int = 1) -> str:
+    """The workflow's run folder name: ``method``, or ``method-slice{step}`` when step > 1."""
+    return method if int(slice_step) == 1 else f"{method}-slice{int(slice_step)}"
+
+
+def run_label(label: str, slice_step: int = 1) -> str:
+    """How tables and figures name a run: the method label, with the slice step when > 1."""
+    return label if int(slice_step) == 1 else f"{label} (slice step {int(slice_step)})"
+
+
+def method_rank(method: str) -> tuple[int, str]:
+    """Sort key of a method name: canonical position, unknown methods after, alphabetically."""
+    if method in CANONICAL_METHODS:
+        return CANONICAL_METHODS.index(method), ""
+    return len(CANONICAL_METHODS), method
+
+
+def order_runs(runs: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Distinct ``(method, slice_step)`` runs in report order."""
+    unique = {(str(m), int(s)) for m, s in runs}
+    return sorted(unique, key=lambda run: (*method_rank(run[0]), run[1]))
+
+
+def order_labels(labels: Iterable[str]) -> list[str]:
+    """Distinct method labels in report order (canonical labels first, others alphabetically)."""
+    by_label = {label: name for name, label in CANONICAL_LABELS.items()}
+    return sorted(dict.fromkeys(labels), key=lambda label: method_rank(by_label.get(label, label)))
+
+
+def run_colors(runs: Iterable[tuple[str, int]]) -> dict[str, str]:
+    """Colour of each run, keyed by :func:`run_name`; canonical methods at step 1 keep theirs."""
+    colors: dict[str, str] = {}
+    spare = [c for c in (*_SPARE_COLORS, *OKABE_ITO.values()) if c not in METHOD_COLORS.values()]
+    spare = list(dict.fromkeys(spare))
+    extra = 0
+    for method, step in order_runs(runs):
+        name = run_name(method, step)
+        if step == 1 and method in METHOD_COLORS:
+            colors[name] = METHOD_COLORS[method]
+        else:
+            # More runs than colours: cycle (the legend still names each run).
+            colors[name] = spare[extra % len(spare)]
+            extra += 1
+    return colors
+
+
+def label_colors(labels: Mapping[str, str] | Iterable[str]) -> dict[str, str]:
+    """Colour of each method label (a mapping label -> method name, or labels alone)."""
+    by_label = {label: name for name, label in CANONICAL_LABELS.items()}
+    names = (dict(labels) if isinstance(labels, Mapping)
+             else {label: by_label.get(label, label) for label in labels})
+    colors = run_colors((name, 1) for name in names.values())
+    return {label: colors[name] for label, name in names.items()}

@@ -1,0 +1,579 @@
+"""Reports: aggregation, tables (numbers, paper rows, LaTeX), paired statistics and figures.
+
+The per-pair numbers are hand-made so every table entry can be computed by hand below.
+Standard deviations are sample standard deviations (ddof = 1).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib import pyplot as plt
+from matplotlib.colors import to_hex
+from scipy import stats as scipy_stats
+from statsmodels.stats.multitest import multipletests
+
+from regbench.cli import main as cli
+from regbench.data import protocol
+from regbench.data.dataset import make_manifest, write_manifest, write_subject
+from regbench.io import InputError
+from regbench.reports import figures, stats, style
+from regbench.reports.aggregate import BASE_COLUMNS, aggregate, read_per_pair
+from regbench.reports.tables import dice_table, main_table, make_tables, to_latex, to_markdown
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+PAIRS = [("s1", "s2"), ("s2", "s1"), ("s1", "s3")]
+# Per method, per pair: FAIM Dice of regions A and B, merged Dice of A and B, time (s),
+# folding %, SD log J, mean HD95 (mm).
+HAND = {
+    "dualprnet": {"faim": [(0.70, 0.50), (0.80, 0.60), (0.60, 0.70)],
+                  "merged": [(0.80, 0.60), (0.90, 0.70), (0.70, 0.80)],
+                  "time": [1.0, 2.0, 3.0], "folding": [0.1, 0.2, 0.3],
+                  "logjac": [0.1, 0.1, 0.1], "hd95": [2.0, 3.0, 4.0]},
+    "syn": {"faim": [(0.50, 0.40), (0.60, 0.40), (0.40, 0.40)],
+            "merged": [(0.60, 0.50), (0.70, 0.50), (0.50, 0.50)],
+            "time": [10.0, 20.0, 30.0], "folding": [0.0, 0.0, 0.0],
+            "logjac": [0.2, 0.3, 0.4], "hd95": [4.0, 5.0, 6.0]},
+}
+DEVICES = {"dualprnet": "NVIDIA Test GPU", "syn": "Test CPU (1 threads)"}
+
+
+def record(dataset: str, method: str, moving: str, fixed: str, faim: tuple, merged: tuple,
+           time_s: float, folding: float, logjac: float, hd95: float,
+           regions: tuple[str, str] = ("A", "B"), slice_step: int = 1, **extra) -> dict:
+    """A metrics.json record (CONTRACTS.md) with per-pair means computed from the regions."""
+    return {
+        "dataset": dataset, "method": method, "moving": moving, "fixed": fixed,
+        "dice_faim": dict(zip(regions, faim, strict=True)),
+        "dice_merged": dict(zip(regions, merged, strict=True)),
+        "dice_labels": {"1": faim[0], "2": faim[1]},
+        "mean_dice_faim": float(np.mean(faim)), "mean_dice_merged": float(np.mean(merged)),
+        "hd95": {regions[0]: hd95 - 0.5, regions[1]: hd95 + 0.5}, "mean_hd95": hd95,
+        "folding_percent": folding, "log_jacobian_std": logjac, "time_s": time_s,
+        "device": DEVICES.get(method, "Test CPU (1 threads)"), "slice_step": slice_step,
+        "versions": {"regbench": "test"}, "options": {}, **extra,
+    }
+
+
+def hand_records(dataset: str = "demo", regions: tuple[str, str] = ("A", "B")) -> list[dict]:
+    return [record(dataset, method, m, f, v["faim"][i], v["merged"][i], v["time"][i],
+                   v["folding"][i], v["logjac"][i], v["hd95"][i], regions)
+            for method, v in HAND.items() for i, (m, f) in enumerate(PAIRS)]
+
+
+def write_records(root: Path, records: list[dict]) -> list[Path]:
+    paths = []
+    for rec in records:
+        run = style.run_name(rec["method"], rec.get("slice_step") or 1)
+        path = root / run / rec["moving"] / rec["fixed"] / "metrics.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rec))
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def per_pair(tmp_path: Path) -> pd.DataFrame:
+    """The hand-made records of the demo dataset, aggregated and read back from CSV."""
+    out = tmp_path / "per_pair.csv"
+    aggregate(write_records(tmp_path / "pairs", hand_records()), out, experiment="main")
+    return read_per_pair([out])
+
+
+def per_pair_frame(records: list[dict], tmp_path: Path, name: str = "pp") -> pd.DataFrame:
+    out = tmp_path / f"{name}.csv"
+    aggregate(write_records(tmp_path / name, records), out, experiment=name)
+    return read_per_pair([out])
+
+
+# --- aggregation --------------------------------------------------------------------------------
+
+
+def test_aggregate_writes_contract_columns_in_report_order(tmp_path: Path) -> None:
+    paths = write_records(tmp_path / "pairs", hand_records())
+    table = aggregate(paths, tmp_path / "per_pair.csv", experiment="main")
+    expected = [*BASE_COLUMNS, "dice_faim/A", "dice_faim/B", "dice_merged/A", "dice_merged/B",
+                "hd95/A", "hd95/B"]
+    assert list(table.columns) == expected
+    assert list(pd.read_csv(tmp_path / "per_pair.csv").columns) == expected
+    # syn before dualprnet (canonical order), then moving, fixed.
+    assert list(table["method"]) == ["syn"] * 3 + ["dualprnet"] * 3
+    assert list(zip(table["moving"], table["fixed"], strict=True))[:3] == sorted(PAIRS)
+    assert list(table["label"]) == ["SyN"] * 3 + ["Dual-PRNet"] * 3
+    assert set(table["experiment"]) == {"main"} and set(table["dataset"]) == {"demo"}
+    row = table[(table["method"] == "syn") & (table["moving"] == "s1")
+                & (table["fixed"] == "s3")].iloc[0]
+    assert row["dice_faim/A"] == 0.40 and row["mean_dice_faim"] == pytest.approx(0.40)
+    assert row["time_s"] == 30.0 and row["device"] == DEVICES["syn"]
+
+
+def test_aggregate_labels_nulls_and_errors(tmp_path: Path) -> None:
+    records = [
+        record("demo", "mymethod", "s1", "s2", (0.5, 0.5), (0.6, 0.6), 1.0, 0.0, 0.1, 2.0,
+               label="My method"),
+        record("demo", "other", "s1", "s2", (0.5, 0.5), (0.6, 0.6), 1.0, 0.0, 0.1, 2.0),
+        record("demo", "dualprnet", "s1", "s2", (0.5, 0.5), (0.6, 0.6), 1.0, 0.0, 0.1, 2.0,
+               slice_step=8),
+    ]
+    records[1]["time_s"] = None
+    records[1]["dice_faim"]["B"] = None
+    table = aggregate(write_records(tmp_path / "a", records), tmp_path / "a.csv", "ablation")
+    labels = dict(zip(table["method"], table["label"], strict=True))
+    assert labels == {"mymethod": "My method", "other": "other", "dualprnet": "Dual-PRNet"}
+    assert list(table["method"]) == ["dualprnet", "mymethod", "other"]  # known first
+    back = read_per_pair([tmp_path / "a.csv"])
+    other = back[back["method"] == "other"].iloc[0]
+    assert np.isnan(other["time_s"]) and np.isnan(other["dice_faim/B"])
+    assert back.loc[back["method"] == "dualprnet", "slice_step"].item() == 8
+
+    duplicate = write_records(tmp_path / "b", records[:1]) + write_records(tmp_path / "c",
+                                                                           records[:1])
+    with pytest.raises(InputError, match="same pair"):
+        aggregate(duplicate, tmp_path / "b.csv", experiment="x")
+    broken = tmp_path / "broken" / "metrics.json"
+    broken.parent.mkdir()
+    broken.write_text(json.dumps({"method": "syn", "moving": "s1"}))
+    with pytest.raises(InputError, match=r"broken/metrics\.json.*missing keys"):
+        aggregate([broken], tmp_path / "c.csv", experiment="x")
+    with pytest.raises(InputError, match="not 'lpba40'"):
+        aggregate(write_records(tmp_path / "d", records[:1]), tmp_path / "d.csv", "x",
+                  dataset="lpba40")
+    assert not (tmp_path / "b.csv").exists() and not (tmp_path / "d.csv").exists()
+
+
+def test_aggregate_cli_from_dir(tmp_path: Path) -> None:
+    paths = write_records(tmp_path / "pairs", hand_records())
+    assert cli(["aggregate", "--experiment", "main", "--dataset", "demo", "--pairs",
+                str(tmp_path / "pairs"), "--out", str(tmp_path / "dir.csv")]) == 0
+    assert cli(["aggregate", "--experiment", "main", "--out", str(tmp_path / "files.csv"),
+                *map(str, paths)]) == 0
+    assert (tmp_path / "dir.csv").read_text() == (tmp_path / "files.csv").read_text()
+    assert cli(["aggregate", "--experiment", "main", "--from-dir", str(tmp_path / "none"),
+                "--out", str(tmp_path / "x.csv")]) == 2
+
+
+# --- tables -------------------------------------------------------------------------------------
+
+
+def test_main_table_numbers_by_hand(per_pair: pd.DataFrame) -> None:
+    table = main_table(per_pair, "faim")
+    ours = table.numbers[table.numbers["source"] == "ours"].set_index("method")
+    assert list(ours.index) == ["syn", "dualprnet"]
+    expected = {  # (mean, sample std) by hand from HAND
+        "dualprnet": {"A": (0.70, 0.10), "B": (0.60, 0.10), "average": (0.65, 0.05),
+                      "time_s": (2.0, 1.0), "folding_percent": (0.2, 0.1),
+                      "log_jacobian_std": (0.1, 0.0), "hd95_mm": (3.0, 1.0)},
+        "syn": {"A": (0.50, 0.10), "B": (0.40, 0.0), "average": (0.45, 0.05),
+                "time_s": (20.0, 10.0), "folding_percent": (0.0, 0.0),
+                "log_jacobian_std": (0.3, 0.1), "hd95_mm": (5.0, 1.0)},
+    }
+    for method, columns in expected.items():
+        assert ours.loc[method, "n"] == 3
+        for key, (mean, std) in columns.items():
+            assert ours.loc[method, f"{key}_mean"] == pytest.approx(mean, abs=1e-12), key
+            assert ours.loc[method, f"{key}_std"] == pytest.approx(std, abs=1e-12), key
+    ours_rows = ~np.array(table.paper)
+    cells = table.cells[ours_rows].set_index("Method")
+    assert cells.loc["Dual-PRNet", "A"] == "0.700 ± 0.100"
+    assert cells.loc["SyN", "Average"] == "0.450 ± 0.050"  # p = 0.25 with 3 pairs: no mark
+    assert cells.loc["Dual-PRNet", "Time (s)"] == "2.00 ± 1.00"
+    assert cells.loc["SyN", "HD95 (mm)"] == "5.00 ± 1.00"
+    bold = table.bold[ours_rows].set_index(cells.index)
+    assert bold.loc["Dual-PRNet", ["A", "B", "Average", "Time (s)", "SD log J",
+                                   "HD95 (mm)"]].all()
+    assert bold.loc["SyN", "Folding (%)"] and not bold.loc["Dual-PRNet", "Folding (%)"]
+    assert not bold.loc["SyN", "A"] and not bold["Method"].any()
+    assert "Test CPU (1 threads) (SyN)" in table.caption
+    assert "NVIDIA Test GPU (Dual-PRNet)" in table.caption
+    assert "FAIM convention" in table.caption and "ddof = 1" in table.caption
+    merged = main_table(per_pair, "merged").numbers
+    merged = merged[merged["source"] == "ours"].set_index("method")
+    assert merged.loc["syn", "average_mean"] == pytest.approx(0.55)
+    assert merged.loc["dualprnet", "A_mean"] == pytest.approx(0.80)
+
+
+def test_paper_reference_rows(per_pair: pd.DataFrame, tmp_path: Path) -> None:
+    demo = main_table(per_pair, "faim")
+    paper = demo.numbers[demo.numbers["source"] != "ours"]
+    assert set(paper["source"]) == {"paper (LPBA40)"}
+    lpba = protocol.PAPER_REFERENCE["lpba40"]
+    assert list(paper["label"]) == list(lpba)
+    assert list(paper["average_mean"]) == [v["Average"] for v in lpba.values()]
+    assert paper["A_mean"].isna().all()
+    assert demo.paper == [False, False, True, True, True]
+    assert "orientation only" in demo.caption
+    md = to_markdown(demo)
+    assert "| *Dual-PRNet* | *paper (LPBA40)* |" in re.sub(r" +", " ", md)
+
+    frontal = ("Frontal", "Parietal")
+    mb = per_pair_frame(hand_records("mindboggle101", frontal), tmp_path, "mb")
+    table = main_table(mb, "merged")
+    paper = table.numbers[table.numbers["source"] == "paper"].set_index("label")
+    reference = protocol.PAPER_REFERENCE["mindboggle101"]
+    assert list(paper.index) == list(reference)
+    for label, values in reference.items():
+        assert paper.loc[label, "Frontal_mean"] == values["Frontal"]
+        assert paper.loc[label, "average_mean"] == values["Average"]
+        assert paper.loc[label, "time_s_mean"] == pytest.approx(values.get("Time (s)", np.nan),
+                                                                nan_ok=True)
+    assert "not comparable with the merged" in table.caption
+    assert not table.bold.iloc[2:].to_numpy().any()  # only our rows are bold
+
+    other = per_pair_frame(hand_records("other"), tmp_path, "other")
+    assert main_table(other, "faim").paper == [False, False]
+    assert "reports no numbers" in main_table(other, "faim").caption
+
+
+def test_ablation_and_slice_spacing_tables(tmp_path: Path) -> None:
+    records = []
+    for method, base in (("dualprnet-ssf", 0.5), ("dualprnet-dsf", 0.6), ("dualprnet", 0.7)):
+        for i, (m, f) in enumerate(PAIRS):
+            records.append(record("lpba40", method, m, f, (base + 0.01 * i, base),
+                                  (base + 0.1, base + 0.1), 1.0, 0.0, 0.1, 2.0))
+    table = dice_table(per_pair_frame(records, tmp_path, "abl"), "ablation")
+    assert list(table.cells["Method"]) == [
+        "Single-stream, single field", "Dual-stream, single field", "Dual-PRNet",
+        "Dual-stream, single field", "Dual-PRNet"]
+    assert list(table.cells.columns) == ["Method", "Source", "LPBA40 FAIM", "LPBA40 merged"]
+    # dsf by hand: per-pair means 0.6, 0.605, 0.61 -> 0.605 ± 0.005.
+    assert table.cells.loc[1, "LPBA40 FAIM"] == "0.605 ± 0.005"
+    assert table.numbers.loc[1, "lpba40_faim_mean"] == pytest.approx(0.605)
+    paper = protocol.PAPER_ABLATION["lpba40"]
+    assert table.cells.loc[3, "LPBA40 FAIM"] == f"{paper['dual-stream single-field']:.3f}"
+    assert table.cells.loc[4, "LPBA40 FAIM"] == f"{paper['dual-stream pyramid']:.3f}"
+    assert table.cells.loc[4, "LPBA40 merged"] == "–" and table.paper == [False] * 3 + [True] * 2
+    assert table.bold.loc[2, "LPBA40 FAIM"] and not table.bold.loc[1, "LPBA40 FAIM"]
+    assert len(table.stats) == 4  # 2 runs x 2 conventions against Dual-PRNet
+
+    records = [record("lpba40", "dualprnet", m, f, (0.7, 0.7 - 0.1 * step / 8),
+                      (0.8, 0.8), 1.0, 0.0, 0.1, 2.0, slice_step=step)
+               for step in (1, 8) for m, f in PAIRS]
+    table = dice_table(per_pair_frame(records, tmp_path, "ss"), "slice_spacing", ["faim"])
+    assert list(table.cells["Slice step"]) == ["1", "8", "1", "8"]
+    assert list(table.cells["Source"]) == ["ours", "ours", "paper", "paper"]
+    assert table.cells.loc[1, "LPBA40 FAIM"] == "0.650 ± 0.000"
+    assert table.cells.loc[3, "LPBA40 FAIM"] == \
+        f"{protocol.PAPER_SLICE_SPACING['lpba40']['Dual-PRNet']:.3f}"
+    assert table.cells.loc[2, "LPBA40 FAIM"] == \
+        f"{protocol.PAPER_REFERENCE['lpba40']['Dual-PRNet']['Average']:.3f}"
+    assert table.stats["p_raw"].item() == pytest.approx(0.25)  # exact: 3 pairs, all lower
+    assert table.stats["mark"].item() == "" and table.cells.loc[1, "LPBA40 FAIM"][-1] != "*"
+
+
+def _latex_body_cells(latex: str) -> list[str]:
+    lines = latex.splitlines()
+    body = lines[lines.index("\\midrule") + 1:lines.index("\\bottomrule")]
+    return [cell for line in body if line != "\\midrule"
+            for cell in line.removesuffix("\\\\").split("&")]
+
+
+def test_latex_is_well_formed_and_compiles(tmp_path: Path) -> None:
+    records = hand_records("demo", ("Cing_ulate", "50% Frontal"))
+    for rec in records:
+        if rec["method"] == "syn":
+            rec["label"] = "my_method & co"
+    table = main_table(per_pair_frame(records, tmp_path), "faim")
+    latex = to_latex(table)
+    assert latex.startswith("\\begin{table}") and latex.rstrip().endswith("\\end{table}")
+    for rule in ("\\toprule", "\\midrule", "\\bottomrule", "\\caption{", "\\label{tab:"):
+        assert rule in latex
+    assert latex.count("\\begin{tabular}") == latex.count("\\end{tabular}") == 1
+    assert latex.count("\\begin{table}") == latex.count("\\end{table}") == 1
+    stripped = latex.replace("\\{", "").replace("\\}", "")
+    depth = 0
+    for char in stripped:
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        assert depth >= 0
+    assert depth == 0
+    header = next(line for line in latex.splitlines() if line.startswith("Method &"))
+    cells = [*_latex_body_cells(latex), *header.removesuffix("\\\\").split("&")]
+    for cell in cells:
+        assert not re.search(r"(?<!\\)[%_&#]", cell), cell
+        assert "±" not in cell
+    assert "Cing\\_ulate" in header and "50\\% Frontal" in header
+    assert "my\\_method \\& co" in latex
+    assert "$\\pm$" in latex
+    assert "\\textit{paper (LPBA40)}" in latex
+    assert latex.count("\\midrule") == 2  # header rule + rule before the paper rows
+    caption = re.search(r"\\caption\{(.*)\}\n", latex).group(1)
+    assert not re.search(r"(?<!\\)[%_&#]", caption)
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed: LaTeX checked for form only")
+    (tmp_path / "doc.tex").write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
+        f"\\begin{{document}}\n{latex}\\end{{document}}\n")
+    run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 0
+
+
+def test_tables_cli_writes_every_format(per_pair: pd.DataFrame, tmp_path: Path) -> None:
+    csv = tmp_path / "per_pair.csv"
+    out = tmp_path / "tables"
+    assert cli(["tables", "--per-pair", str(csv), "--dataset", "demo", "--kind", "main",
+                "--out-dir", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert names == {f"table1_{c}.{e}" for c in ("faim", "merged") for e in ("csv", "md", "tex")
+                     } | {"table1_stats.csv"}
+    numbers = pd.read_csv(out / "table1_faim.csv")
+    assert {"A_mean", "A_std", "average_mean", "average_std", "source"} <= set(numbers.columns)
+    tests = pd.read_csv(out / "table1_stats.csv")
+    assert list(tests["convention"]) == ["faim", "merged"]
+    assert tests["p_raw"].tolist() == pytest.approx([0.25, 0.25])  # exact, n = 3, all negative
+    assert cli(["tables", "--per-pair", str(csv), "--dataset", "lpba40", "--out-dir",
+                str(out)]) == 2
+    assert cli(["tables", "--per-pair", str(csv), "--kind", "ablation", "--convention",
+                "merged", "--out-dir", str(out)]) == 0
+    assert "Demo merged" in (out / "ablation.md").read_text()
+
+
+# --- statistics ---------------------------------------------------------------------------------
+
+
+def test_holm_matches_statsmodels() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        p = rng.uniform(0, 0.1, 6)
+        expected = multipletests(p, method="holm")[1]
+        np.testing.assert_allclose(stats.holm(p), expected)
+    with_nan = np.array([0.01, np.nan, 0.04, 0.03])
+    got = stats.holm(with_nan)
+    assert np.isnan(got[1])
+    np.testing.assert_allclose(got[[0, 2, 3]], multipletests([0.01, 0.04, 0.03], method="holm")[1])
+    assert [stats.significance_mark(p) for p in (0.0005, 0.005, 0.03, 0.05, np.nan)] == \
+        ["***", "**", "*", "", ""]
+
+
+def test_wilcoxon_against_reference_with_holm(tmp_path: Path) -> None:
+    subjects = [f"s{i}" for i in range(5)]
+    pairs = [(m, f) for m in subjects for f in subjects if m != f][:12]
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(0.6, 0.8, len(pairs))
+    shifts = {"affine": -0.2 + rng.normal(0, 0.01, len(pairs)),  # always worse
+              "syn": rng.normal(0, 0.05, len(pairs)),  # no real difference
+              "voxelmorph": np.zeros(len(pairs))}  # identical: not testable
+    records = []
+    for method, shift in {"dualprnet": np.zeros(len(pairs)), **shifts}.items():
+        for (m, f), r, s in zip(pairs, ref, shift, strict=True):
+            value = float(r + s) if method != "voxelmorph" else float(r)
+            records.append(record("demo", method, m, f, (value, value), (value, value),
+                                  1.0, 0.0, 0.1, 2.0))
+    # A pair only the reference has is not matched.
+    records.append(record("demo", "dualprnet", "s9", "s8", (0.1, 0.1), (0.1, 0.1),
+                          1.0, 0.0, 0.1, 2.0))
+    per_pair = per_pair_frame(records, tmp_path)
+    result = stats.compare_to_reference(per_pair, "mean_dice_faim").set_index("method")
+    assert list(result.index) == ["affine", "syn", "voxelmorph"]
+    raw = {}
+    for method in ("affine", "syn"):
+        diff = per_pair_frame_diff(per_pair, method)
+        expected = scipy_stats.wilcoxon(diff)
+        assert result.loc[method, "n"] == len(pairs)
+        assert result.loc[method, "W"] == pytest.approx(expected.statistic)
+        assert result.loc[method, "p_raw"] == pytest.approx(expected.pvalue)
+        assert result.loc[method, "median_difference"] == pytest.approx(np.median(diff))
+        raw[method] = expected.pvalue
+    holm = multipletests([raw["affine"], raw["syn"]], method="holm")[1]
+    assert result.loc["affine", "p_holm"] == pytest.approx(holm[0])
+    assert result.loc["syn", "p_holm"] == pytest.approx(holm[1])
+    assert result.loc["affine", "mark"] == "***"  # exact p = 2 / 4096, x2 by Holm
+    assert result.loc["syn", "mark"] == stats.significance_mark(holm[1])
+    assert np.isnan(result.loc["voxelmorph", "p_raw"]) and result.loc["voxelmorph", "mark"] == ""
+    table = main_table(per_pair, "faim")
+    average = dict(zip(table.cells["Method"], table.cells["Average"], strict=True))
+    assert average["Affine"].endswith("***") and not average["VoxelMorph"].endswith("*")
+    assert not average["Dual-PRNet"].endswith("*")
+    assert "Holm" in table.notes[0] and "\\*\\*\\*" in to_markdown(table)
+
+    no_reference = per_pair[per_pair["method"] != "dualprnet"]
+    assert stats.compare_to_reference(no_reference, "mean_dice_faim").empty
+    assert main_table(no_reference, "faim").notes == []
+    assert stats.wilcoxon_paired([]) == pytest.approx((np.nan, np.nan), nan_ok=True)
+
+
+def per_pair_frame_diff(per_pair: pd.DataFrame, method: str) -> np.ndarray:
+    keyed = per_pair.set_index(["method", "moving", "fixed"])["mean_dice_faim"]
+    run, ref = keyed.loc[method], keyed.loc["dualprnet"]
+    return (run - ref.reindex(run.index)).to_numpy()
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+
+def test_style_order_and_colors() -> None:
+    runs = [("dualprnet", 1), ("zzz", 1), ("affine", 1), ("dualprnet", 8), ("abc", 1)]
+    assert style.order_runs(runs) == [("affine", 1), ("dualprnet", 1), ("dualprnet", 8),
+                                      ("abc", 1), ("zzz", 1)]
+    colors = style.run_colors(runs)
+    assert colors["affine"] == style.METHOD_COLORS["affine"]
+    assert colors["dualprnet"] == style.METHOD_COLORS["dualprnet"]
+    assert len(set(colors.values())) == len(colors)
+    assert style.order_labels(["Dual-PRNet", "Mine", "SyN"]) == ["SyN", "Dual-PRNet", "Mine"]
+
+
+def test_boxplot_and_dice_time_share_order_and_colors(per_pair: pd.DataFrame,
+                                                      tmp_path: Path) -> None:
+    extra = per_pair[per_pair["method"] == "dualprnet"].assign(slice_step=8)
+    table = pd.concat([per_pair, extra], ignore_index=True)
+    boxes = figures.plot_region_boxplots(table, "faim", tmp_path / "fig4")
+    times = figures.plot_dice_vs_time(table, "merged", tmp_path / "time")
+    for stem in ("fig4", "time"):
+        for ext in ("png", "pdf"):
+            assert (tmp_path / f"{stem}.{ext}").stat().st_size > 1000
+    expected = ["SyN", "Dual-PRNet", "Dual-PRNet (slice step 8)"]
+    colors = style.run_colors([("syn", 1), ("dualprnet", 1), ("dualprnet", 8)])
+    expected_colors = [colors["syn"], colors["dualprnet"], colors["dualprnet-slice8"]]
+    assert len(boxes.axes) == 1 and len(times.axes) == 1
+    box_legend = boxes.axes[0].get_legend()
+    assert [t.get_text() for t in box_legend.get_texts()] == expected
+    box_colors = [to_hex(h.get_facecolor()) for h in box_legend.legend_handles]
+    time_legend = times.axes[0].get_legend()
+    assert [t.get_text() for t in time_legend.get_texts()] == expected
+    time_colors = [to_hex(h.get_color()) for h in time_legend.legend_handles]
+    assert box_colors == time_colors == [c.lower() for c in expected_colors]
+    ticks = [t.get_text() for t in boxes.axes[0].get_xticklabels()]
+    assert ticks == ["A", "B", "Average"]
+    assert "Demo" in boxes.axes[0].get_title() and "FAIM" in boxes.axes[0].get_title()
+    assert times.axes[0].get_xscale() == "log"
+
+
+def _volume(shape: tuple[int, int, int], shift: float) -> np.ndarray:
+    grid = np.meshgrid(*(np.linspace(-1, 1, s) for s in shape), indexing="ij")
+    return np.exp(-4 * ((grid[0] - shift) ** 2 + grid[1] ** 2 + grid[2] ** 2)).astype(np.float32)
+
+
+def test_plot_pyramid_panels(tmp_path: Path) -> None:
+    shape = (32, 32, 16)
+    fields = [np.full((3, 32 // f, 32 // f, 16 // f), 0.5, np.float32) for f in (8, 4, 2)]
+    figure = figures.plot_pyramid(_volume(shape, 0.1), _volume(shape, 0.0), fields,
+                                  tmp_path / "pyramid", slice_axis=2)
+    titles = [a.get_title() for a in figure.axes]
+    assert len(figure.axes) == 2 + 2 * 3 + 1  # moving, fixed, field + warped per level, bar
+    assert titles[:4] == ["Moving", "Level 1 (1/8): field", "Level 2 (1/4): field",
+                          "Level 3 (1/2): field"]
+    assert titles[4:8] == ["Fixed", "Level 1 (1/8): warped", "Level 2 (1/4): warped",
+                           "Level 3 (1/2): warped"]
+    # A constant field of 0.5 voxels at 1/8 is 4 voxels at full resolution.
+    field_image = figure.axes[1].get_images()[0].get_array()
+    np.testing.assert_allclose(field_image, 4 * np.sqrt(3), rtol=1e-5)
+    assert (tmp_path / "pyramid.png").exists() and (tmp_path / "pyramid.pdf").exists()
+    with pytest.raises(ValueError, match="level 1"):
+        figures.plot_pyramid(_volume(shape, 0), _volume(shape, 0), [np.zeros((2, 4, 4, 2))])
+
+
+def test_plot_warped_comparison_panels(tmp_path: Path) -> None:
+    shape = (24, 24, 12)
+    fixed = _volume(shape, 0.0)
+    warped = {"Dual-PRNet": fixed, "Mine": fixed * 0.5, "SyN": fixed * 0.9}
+    figure = figures.plot_warped_comparison(_volume(shape, 0.2), fixed, warped,
+                                            tmp_path / "warped")
+    titles = [a.get_title() for a in figure.axes]
+    assert titles[:5] == ["Moving", "Fixed", "SyN", "Dual-PRNet", "Mine"]
+    assert titles[5:9] == ["|Moving - Fixed|", "|SyN - Fixed|", "|Dual-PRNet - Fixed|",
+                           "|Mine - Fixed|"]
+    assert len(figure.axes) == 2 + 2 * 3 + 1 + 1  # + |moving - fixed| + colour bar
+    frame = to_hex(figure.axes[3].spines["left"].get_edgecolor())
+    assert frame == style.METHOD_COLORS["dualprnet"].lower()
+    assert np.allclose(figure.axes[7].get_images()[0].get_array(), 0)  # Dual-PRNet == fixed
+    assert (tmp_path / "warped.png").exists() and (tmp_path / "warped.pdf").exists()
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    """Two subjects on a 24x32x20 grid (not a multiple of 16: exercises the padding)."""
+    root = tmp_path / "tiny"
+    shape, affine = (24, 32, 20), np.diag([2.0, 2.0, 2.0, 1.0])
+    for i, subject in enumerate(("t1", "t2")):
+        image = _volume(shape, 0.1 * i)
+        write_subject(root, subject, image, (image > 0.5).astype(np.int32), affine)
+    write_manifest(root, make_manifest(
+        name="tiny", source="test", subjects=["t1", "t2"], splits={"train": [], "test":
+                                                                    ["t1", "t2"]},
+        labels={1: "blob"}, regions={"Blob": [1]}, shape=shape, affine=affine))
+    return root
+
+
+def test_figure_warped_cli(tiny_dataset: Path, tmp_path: Path) -> None:
+    from regbench.io import write_image
+
+    dirs = {}
+    for label, scale in (("Dual-PRNet", 1.0), ("Affine", 0.7)):
+        folder = tmp_path / label
+        write_image(folder / "warped.nii.gz", _volume((24, 32, 20), 0.05) * scale,
+                    np.diag([2.0, 2.0, 2.0, 1.0]))
+        dirs[label] = folder
+    out = tmp_path / "fig3" / "warped"
+    args = ["figure-warped", "--data", str(tiny_dataset), "--moving", "t1", "--fixed", "t2",
+            "--out-stem", str(out), *(a for label, d in dirs.items()
+                                      for a in ("--method-dir", f"{label}={d}"))]
+    assert cli(args) == 0
+    assert out.with_suffix(".png").exists() and out.with_suffix(".pdf").exists()
+    assert cli([*args[:-2], "--method-dir", "no-equals-sign"]) == 2
+    assert cli([*args[:-2], "--method-dir", f"X={tmp_path / 'missing'}"]) == 2
+
+
+def test_figure_pyramid_cli(tiny_dataset: Path, tmp_path: Path,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    dualprnet = pytest.importorskip("regbench.models.dualprnet")
+    import regbench.training
+
+    options = {"encoder_channels": (4, 4, 4, 4), "decoder_channels": 4}
+    method = dualprnet.DualPRNet(**options)
+    torch.manual_seed(0)
+    network = method.build_network()
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"method": "dualprnet", "options": {**method.options},
+                "network": network.state_dict()}, checkpoint)
+    # The trainer's checkpoint reader may not exist yet: stand in with torch.load.
+    monkeypatch.setattr(regbench.training, "load_checkpoint",
+                        lambda path: torch.load(path, weights_only=False), raising=False)
+    out = tmp_path / "fig2" / "pyramid"
+    assert cli(["figure-pyramid", "--data", str(tiny_dataset), "--moving", "t1", "--fixed",
+                "t2", "--checkpoint", str(checkpoint), "--out-stem", str(out),
+                "--threads", "1"]) == 0
+    assert out.with_suffix(".png").exists() and out.with_suffix(".pdf").exists()
+
+    from regbench.reports.pyramid import load_learned, pyramid_fields
+
+    loaded = load_learned(checkpoint)
+    moving, fixed = _volume((24, 32, 20), 0.1), _volume((24, 32, 20), 0.0)
+    fields, names = pyramid_fields(loaded, moving, fixed)
+    assert names == ["1/16", "1/8", "1/4", "1/2"]
+    assert all(f.shape == (3, 24, 32, 20) for f in fields)  # padded -> cropped to full grid
+    with torch.no_grad():
+        padded = torch.nn.functional.pad(torch.from_numpy(moving)[None, None], (0, 12, 0, 0, 0, 8))
+        fixed_p = torch.nn.functional.pad(torch.from_numpy(fixed)[None, None], (0, 12, 0, 0, 0, 8))
+        final = loaded.network(padded, fixed_p)["field"][0, :, :24, :, :20].numpy()
+    np.testing.assert_allclose(fields[-1], final, atol=1e-5)  # last level = the output field
+    assert cli(["figure-pyramid", "--data", str(tiny_dataset), "--moving", "t1", "--fixed",
+                "t2", "--checkpoint", str(tmp_path / "none.pt"), "--out-stem", str(out)]) == 2
+
+
+def test_figures_cli(per_pair: pd.DataFrame, tmp_path: Path) -> None:
+    out = tmp_path / "figs"
+    assert cli(["figures", "--per-pair", str(tmp_path / "per_pair.csv"), "--out-dir",
+                str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {
+        f"{stem}_{c}.{e}" for stem in ("fig4", "dice_time") for c in ("faim", "merged")
+        for e in ("png", "pdf")}
+
+
+def test_make_tables_rejects_unknown_kind(per_pair: pd.DataFrame, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="kind"):
+        make_tables(per_pair, "other", tmp_path)
