@@ -11,11 +11,11 @@ import ants
 import numpy as np
 import pytest
 import torch
-from regbench.baselines.ants import dense_field, to_ants
-from regbench.baselines.voxelmorph import VoxelMorphNetwork
 from scipy import ndimage
 
 from regbench import metrics
+from regbench.baselines.ants import dense_field, to_ants
+from regbench.baselines.voxelmorph import VoxelMorphNetwork
 from regbench.methods import get_method
 from regbench.transforms import identity_grid, warp, warp_labels
 

@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
+from regbench.methods import LearnedMethod, get_method
 from regbench.models.dualprnet import (
     DualPRNetwork,
     Encoder,
     FeaturePyramid,
     pyramid_register,
 )
-from torch import nn
-
-from regbench.methods import LearnedMethod, get_method
 from regbench.transforms import compose, identity_grid, resize_field, warp, warp_labels
 
 torch.set_num_threads(1)
