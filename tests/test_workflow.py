@@ -1,0 +1,295 @@
+"""The Snakemake workflow: lint, the paper's DAG (dry run, no data), environments, and the tiny CI
+configuration end to end (demo data -> training -> registration -> per_pair.csv -> tables,
+figures, HTML report), with an external method added as a rule."""
+
+from __future__ import annotations
+
+import collections
+import csv
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER = ROOT / "config" / "paper.yaml"
+CI = ROOT / "config" / "ci.yaml"
+EXTERNAL_RULE_FILE = "workflow/rules/methods/example_external.smk"
+EXTERNAL_OVERLAY = {
+    "methods": {"example-identity": {"rule_file": EXTERNAL_RULE_FILE,
+                                     "label": "Identity (external example)"}},
+}
+MAIN = ["affine", "syn", "voxelmorph", "dualprnet"]
+ABLATION = ["dualprnet-ssf", "dualprnet-dsf", "dualprnet"]
+SLICE_SPACING = ["dualprnet", "dualprnet-slice8"]
+TEST_PAIRS = {"lpba40": 10 * 9, "mindboggle101": 20 * 19}
+
+
+def snakemake(*args: str, cwd: Path = ROOT, check: bool = True,
+              timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``snakemake`` on this repository's Snakefile; output and errors together."""
+    done = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), *args],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{done.stdout[-6000:]}")
+    return done
+
+
+def overlay(tmp_path: Path, name: str, content: dict) -> str:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(content))
+    return str(path)
+
+
+def with_external(config: Path, tmp_path: Path) -> str:
+    """An overlay adding the example external method to the main experiment of ``config``."""
+    main = yaml.safe_load(config.read_text())["experiments"]["main"]["methods"]
+    return overlay(tmp_path, "external.yaml", {
+        **EXTERNAL_OVERLAY,
+        "experiments": {"main": {"methods": [*main, "example-identity"]}}})
+
+
+def dry_run_jobs(*args: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job a dry run lists."""
+    out = snakemake("-n", *args).stdout
+    jobs, rule = [], None
+    for line in out.splitlines():
+        start = re.match(r"^(?:local)?rule (\S+):$", line)
+        if start:
+            rule = start.group(1)
+            jobs.append((rule, {}))
+        elif line.startswith("    wildcards: ") and rule is not None:
+            jobs[-1][1].update(item.split("=", 1)
+                               for item in line.removeprefix("    wildcards: ").split(", "))
+    assert jobs, out[-3000:]
+    return jobs
+
+
+# --- lint and the paper's DAG ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("configs", [[], [str(PAPER)], [str(CI), "EXTERNAL"]],
+                         ids=["demo", "paper", "ci+external"])
+def test_lint_reports_nothing(configs, tmp_path):
+    configs = [with_external(CI, tmp_path) if c == "EXTERNAL" else c for c in configs]
+    args = ["--lint"] + (["--configfile", *configs] if configs else [])
+    out = snakemake(*args).stdout
+    assert "Congratulations, your workflow is in a good condition" in out, out
+    assert "Lints for" not in out, out
+
+
+def test_paper_dry_run_lists_every_test_pair_of_every_run():
+    jobs = dry_run_jobs("--configfile", str(PAPER))
+    per_run = collections.Counter(
+        (w["dataset"], w["experiment"], w["run"]) for rule, w in jobs
+        if rule in ("register", "register_learned"))
+    expected = {(dataset, experiment, run): pairs
+                for dataset, pairs in TEST_PAIRS.items()
+                for experiment, runs in (("main", MAIN), ("ablation", ABLATION),
+                                         ("slice_spacing", SLICE_SPACING))
+                for run in runs}
+    assert dict(per_run) == expected
+    # one model per (dataset, learned method), shared by every experiment
+    trained = sorted((w["dataset"], w["model"]) for rule, w in jobs if rule == "train")
+    assert trained == sorted((d, m) for d in TEST_PAIRS
+                             for m in ("voxelmorph", "dualprnet", "dualprnet-dsf",
+                                       "dualprnet-ssf"))
+    rules = collections.Counter(rule for rule, _ in jobs)
+    assert rules["prepare"] == 2 and rules["download_mindboggle101"] == 1
+    assert rules["aggregate"] == 2 * 3
+
+
+def test_paper_commands_use_the_gpu_ddp_and_slice_thinning(tmp_path):
+    thinned = overlay(tmp_path, "thinned.yaml",
+                      {"experiments": {"slice_spacing": {"methods": ["dualprnet"],
+                                                         "slice_steps": [1, 8],
+                                                         "train_thinned": True}}})
+    target = "results/lpba40/pairs/slice_spacing/dualprnet-slice8/S31/S32/metrics.json"
+    for configs, model in (([str(PAPER)], "dualprnet"),
+                           ([str(PAPER), thinned], "dualprnet-slice8")):
+        out = snakemake(target, "-n", "-p", "--configfile", *configs).stdout
+        commands = [line for line in out.splitlines() if line.startswith("Shell command: ")]
+        register = next(c for c in commands if " register dualprnet " in c)
+        train = next(c for c in commands if " train dualprnet " in c)
+        assert "--slice-step 8" in register
+        assert f"--checkpoint results/lpba40/models/{model}/model.pt" in register
+        assert "--device cuda" in register
+        assert train.startswith(
+            "Shell command: torchrun --standalone --nproc_per_node 4 -m regbench.cli train")
+        assert f"--out results/lpba40/models/{model} " in train
+        assert "--batch-size 4" in train and "--device cuda" in train
+        assert ("--slice-step 8" in train) == (model != "dualprnet")
+
+
+def test_python_m_regbench_cli_runs_the_cli():
+    """What torchrun launches for multi-GPU training."""
+    done = subprocess.run([sys.executable, "-m", "regbench.cli", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "usage: regbench" in done.stdout
+
+
+def test_external_method_gets_one_rule_job_and_one_evaluation_per_pair(tmp_path):
+    jobs = dry_run_jobs("--configfile", str(PAPER), with_external(PAPER, tmp_path))
+    rules = collections.Counter(rule for rule, _ in jobs)
+    pairs = sum(TEST_PAIRS.values())
+    assert rules["example_identity"] == pairs
+    assert rules["evaluate_external"] == pairs
+    assert {w["run"] for rule, w in jobs if rule == "evaluate_external"} == {"example-identity"}
+
+
+def without_raw(config: dict) -> None:
+    config["datasets"] = {"lpba40": {}}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["train"].update(stpes=10), "stpes"),
+    (without_raw, "raw"),
+    (lambda c: c["experiments"]["main"]["methods"].append("nonesuch"), "nonesuch"),
+    (lambda c: c["experiments"].update(pairs={"methods": ["affine"]}), "reserved"),
+    (lambda c: c.update(figures={"moving": "S01", "fixed": "S02"}), "not a test pair"),
+    (lambda c: c["datasets"]["lpba40"].update(subjects=["S01", "S31"]), "fewer than 2 test"),
+], ids=["unknown-key", "missing-raw", "unknown-method", "reserved-name", "figure-pair",
+        "one-test-subject"])
+def test_bad_configuration_is_refused_with_a_message(change, message, tmp_path):
+    config = yaml.safe_load(PAPER.read_text())
+    change(config)
+    done = snakemake("-n", "--configfile", overlay(tmp_path, "bad.yaml", config), check=False)
+    assert done.returncode != 0
+    assert message in done.stdout, done.stdout[-3000:]
+
+
+# --- environments and profiles ---------------------------------------------------------------
+
+
+def conda_specs(path: Path) -> dict[str, Requirement]:
+    """Package name -> requirement of a conda environment file (conda and pip sections)."""
+    specs = {}
+    for entry in yaml.safe_load(path.read_text())["dependencies"]:
+        for spec in entry["pip"] if isinstance(entry, dict) else [entry]:
+            if spec.startswith("-e ") or spec in ("pip",) or spec.startswith("python="):
+                continue
+            requirement = Requirement(spec)
+            specs[requirement.name.lower()] = requirement
+    return specs
+
+
+@pytest.mark.parametrize("env_file", ["environment.yml", "workflow/envs/regbench.yaml"])
+def test_environment_pins_match_pyproject(env_file):
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    specs = conda_specs(ROOT / env_file)
+    for dependency in project["dependencies"]:
+        wanted = Requirement(dependency)
+        assert wanted.name.lower() in specs, f"{env_file} lacks {wanted.name}"
+        assert specs[wanted.name.lower()].specifier == wanted.specifier, (
+            f"{env_file}: {specs[wanted.name.lower()]} != pyproject's {wanted}")
+
+
+def test_every_rule_names_the_conda_environment():
+    rules = [path for path in (ROOT / "workflow" / "rules").rglob("*.smk")]
+    for path in rules:
+        text = path.read_text()
+        declared = len(re.findall(r"^rule \w+:", text, flags=re.M))
+        environments = re.findall(r'^    conda:\n        "([^"]+)"', text, flags=re.M)
+        assert len(environments) == declared, path
+        for environment in environments:
+            assert (path.parent / environment).resolve() == (
+                ROOT / "workflow" / "envs" / "regbench.yaml"), (path, environment)
+    post_deploy = ROOT / "workflow" / "envs" / "regbench.post-deploy.sh"
+    assert "REGBENCH_SOURCE" in post_deploy.read_text()
+
+
+def test_profiles():
+    slurm = yaml.safe_load((ROOT / "workflow/profiles/slurm/config.yaml").read_text())
+    assert slurm["executor"] == "slurm"
+    for rule in ("train", "register_learned"):
+        assert slurm["set-resources"][rule]["tasks_per_gpu"] == 0
+    local = yaml.safe_load((ROOT / "workflow/profiles/local-gpu/config.yaml").read_text())
+    assert local["resources"]["gpu"] >= 1
+    jobs = dry_run_jobs("results/lpba40/pairs/main/dualprnet/S31/S32/metrics.json",
+                        "--profile", str(ROOT / "workflow/profiles/local-gpu"),
+                        "--configfile", str(PAPER))
+    assert sorted(rule for rule, _ in jobs) == ["prepare", "register_learned", "train"]
+
+
+# --- the tiny configuration end to end -------------------------------------------------------
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as table:
+        return list(csv.DictReader(table))
+
+
+def markdown_rows(path: Path) -> list[dict[str, str]]:
+    """Rows of the pipe table in a Markdown file, by header."""
+    lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    header, body = cells[0], cells[2:]  # cells[1] is the |:---| rule
+    return [dict(zip(header, row, strict=True)) for row in body]
+
+
+def mean_of(cell: str) -> float:
+    """The mean of a "mean ± std" cell, without Markdown emphasis."""
+    return float(cell.strip("*").split("±")[0])
+
+
+@pytest.mark.slow
+def test_ci_configuration_end_to_end(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    configs = ["--configfile", str(CI), with_external(CI, tmp_path)]
+    snakemake("--cores", "2", *configs, cwd=work, timeout=900)
+
+    ci = yaml.safe_load(CI.read_text())
+    assert ci["train"]["steps"] < 10  # a few steps: this proves the plumbing, not the methods
+    test_pairs = 2 * 1  # 6 subjects, the last quarter (at least 2) held out: 2 ordered pairs
+    for experiment, runs in (("main", [*MAIN, "example-identity"]), ("ablation", ABLATION),
+                             ("slice_spacing", SLICE_SPACING)):
+        rows = read_rows(work / "results" / "demo" / experiment / "per_pair.csv")
+        assert collections.Counter(
+            r["method"] if r["slice_step"] == "1" else f"{r['method']}-slice{r['slice_step']}"
+            for r in rows) == {run: test_pairs for run in runs}, experiment
+        for row in rows:
+            assert 0 <= float(row["mean_dice_faim"]) <= 1
+            assert 0 <= float(row["mean_dice_merged"]) <= 1
+            assert float(row["time_s"]) >= 0 and row["device"]
+
+    # Table 1: a row per method of the main experiment, the external one by its label
+    tables = work / "results" / "demo" / "tables"
+    for convention in ("faim", "merged"):
+        ours = [row for row in markdown_rows(tables / f"table1_{convention}.md")
+                if row["Source"] == "ours"]
+        assert [row["Method"] for row in ours] == [
+            "Affine", "SyN", "VoxelMorph", "Dual-PRNet", "Identity (external example)"]
+        for row in ours:
+            assert 0 <= mean_of(row["Average"]) <= 1
+            assert 0 <= mean_of(row["Frontal"]) <= 1
+    for stem in ("table1_faim", "table1_merged", "ablation", "slice_spacing"):
+        for ext in ("csv", "md", "tex"):
+            assert (tables / f"{stem}.{ext}").stat().st_size > 0
+    figures = work / "figures" / "demo"
+    for stem in ("fig2_pyramid", "fig3_warped", "fig4_faim", "fig4_merged", "dice_time_faim"):
+        assert (figures / f"{stem}.png").stat().st_size > 0
+        assert (figures / f"{stem}.pdf").stat().st_size > 0
+
+    # training left its resume state beside the model
+    for model in ("voxelmorph", "dualprnet", "dualprnet-dsf", "dualprnet-ssf"):
+        folder = work / "results" / "demo" / "models" / model
+        assert (folder / "model.pt").is_file() and (folder / "checkpoint.pt").is_file()
+    # every job logged and benchmarked (one benchmark per job but `all`)
+    assert len(list((work / "logs" / "benchmarks").rglob("*.tsv"))) >= 30
+
+    # complete and up to date: nothing left to do
+    again = snakemake("--cores", "2", *configs, "-n", cwd=work).stdout
+    assert "Nothing to be done" in again, again[-3000:]
+
+    # the HTML report holds the tables and figures
+    snakemake(*configs, "--report", "report.html", cwd=work)
+    report = (work / "report.html").read_text()
+    assert "fig3_warped.png" in report and "table1_faim.csv" in report

@@ -1,0 +1,338 @@
+"""What the configuration asks for, as plain functions: datasets, test pairs, runs, command lines.
+
+Everything the DAG needs is known from the configuration alone: the test pairs of LPBA40 and
+Mindboggle101 come from the protocol splits (regbench.data.protocol) and those of the demo from
+its deterministic naming rule, so a dry run needs neither raw nor prepared data.
+
+A *run* is one column of an experiment: a method at one slice step. Its folder under
+results/{dataset}/pairs/{experiment}/ is the method name, or {method}-slice{step} for a thinned
+moving volume (step > 1).
+"""
+
+import functools
+import itertools
+import json
+import os
+import re
+import shlex
+from typing import NamedTuple
+
+from snakemake.exceptions import WorkflowError
+
+try:
+    import regbench  # noqa: F401
+except ImportError:
+    raise WorkflowError(
+        "the regbench package is not installed in the environment running snakemake: run "
+        "`python3 -m pip install -e .` (or `conda env create -f environment.yml`) first"
+    ) from None
+
+from regbench.data import protocol
+from regbench.reports import style
+
+DATASETS = list(config["datasets"])
+METHODS = config["methods"]
+EXTERNAL = [name for name, method in METHODS.items() if "rule_file" in method]
+INTERNAL = [name for name in METHODS if name not in EXTERNAL]
+LEARNED = [name for name in INTERNAL if METHODS[name]["learned"]]
+EXTERNAL_RULE_FILES = sorted({METHODS[name]["rule_file"] for name in EXTERNAL})
+"""Included by the Snakefile; paths are relative to the working directory (the repository)."""
+RESERVED_FOLDERS = ("pairs", "models", "tables")
+"""Folders of results/{dataset}/ that are not experiments."""
+
+
+class Run(NamedTuple):
+    name: str
+    method: str
+    slice_step: int
+    model: str | None
+    """Model folder under results/{dataset}/models/, or None for a method that is not learned."""
+
+
+def _alternatives(names):
+    """Regex matching exactly one of ``names`` (a wildcard constraint)."""
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) or "(?!)"
+
+
+SLICE_SUFFIX = r"(?:-slice[0-9]+)?"
+CLASSIC_RUN_REGEX = f"(?:{_alternatives(set(INTERNAL) - set(LEARNED))}){SLICE_SUFFIX}"
+LEARNED_RUN_REGEX = f"(?:{_alternatives(LEARNED)}){SLICE_SUFFIX}"
+EXTERNAL_RUN_REGEX = f"(?:{_alternatives(EXTERNAL)})"
+
+
+def _check_config():
+    for name, experiment in config["experiments"].items():
+        if name in RESERVED_FOLDERS:
+            raise WorkflowError(f"config: experiment name {name!r} is reserved "
+                                f"({', '.join(RESERVED_FOLDERS)})")
+        for method in experiment["methods"]:
+            if method not in METHODS:
+                raise WorkflowError(f"config: experiment {name!r} names method {method!r}, "
+                                    f"which is not under `methods` ({', '.join(METHODS)})")
+            if method in EXTERNAL and experiment["slice_steps"] != [1]:
+                raise WorkflowError(f"config: experiment {name!r}: external method {method!r} "
+                                    "runs at slice step 1 only")
+        for dataset in experiment.get("datasets", []):
+            if dataset not in DATASETS:
+                raise WorkflowError(f"config: experiment {name!r} names dataset {dataset!r}, "
+                                    f"which is not under `datasets` ({', '.join(DATASETS)})")
+    for name in EXTERNAL:
+        if METHODS[name]["learned"]:
+            raise WorkflowError(f"config: external method {name!r} cannot be `learned`; its "
+                                "rule file trains it if it needs to")
+    figure_method = config["figures"]["method"]
+    if figure_method in METHODS and figure_method not in LEARNED:
+        raise WorkflowError(f"config: figures.method {figure_method!r} is not a learned method")
+    for dataset in DATASETS:
+        if len(test_subjects(dataset)) < 2:
+            raise WorkflowError(f"config: {dataset} has fewer than 2 test subjects "
+                                f"({', '.join(test_subjects(dataset)) or 'none'}); check "
+                                f"datasets.{dataset}.subjects")
+        pair = figure_pair(dataset)
+        if pair not in test_pairs(dataset):
+            raise WorkflowError(f"config: figures pair {pair} is not a test pair of {dataset}")
+
+
+# --- datasets and pairs ---------------------------------------------------------------------
+
+
+@functools.cache
+def test_subjects(dataset):
+    """Test subject IDs of a configured dataset, in split order."""
+    settings = config["datasets"][dataset]
+    if dataset == "demo":
+        from regbench.data.demo import demo_split
+
+        return list(demo_split(settings["subjects"])[1])
+    if dataset == "lpba40":
+        test = protocol.LPBA40_SPLITS["test"]
+    else:
+        test = [f"{group}-{i}" for group in protocol.MINDBOGGLE101_SPLIT_GROUPS["test"]
+                for i in range(1, protocol.MINDBOGGLE101_GROUPS[group] + 1)]
+    chosen = settings.get("subjects")
+    return [s for s in test if chosen is None or s in chosen]
+
+
+def test_pairs(dataset):
+    """Every ordered (moving, fixed) pair of distinct test subjects (as Dataset.pairs)."""
+    return list(itertools.permutations(test_subjects(dataset), 2))
+
+
+def figure_pair(dataset):
+    """The pair Fig. 2 and Fig. 3 show: configured, else the first test pair."""
+    chosen = config["figures"]
+    if "moving" in chosen or "fixed" in chosen:
+        return chosen.get("moving"), chosen.get("fixed")
+    return test_pairs(dataset)[0]
+
+
+def dataset_dir(dataset):
+    return f"data/{dataset}"
+
+
+def raw_dir(dataset):
+    return config["datasets"][dataset]["raw"]
+
+
+DOWNLOAD_DIR = config["datasets"].get("mindboggle101", {}).get("raw", "raw/mindboggle101")
+DOWNLOAD_MARKER = ".downloaded"
+"""Touched when ``regbench download mindboggle101`` succeeded (the download itself resumes)."""
+
+
+def downloads(dataset):
+    return dataset == "mindboggle101" and config["datasets"][dataset]["download"]
+
+
+def prepare_input(wildcards):
+    if downloads(wildcards.dataset):
+        return {"raw": f"{DOWNLOAD_DIR}/{DOWNLOAD_MARKER}"}
+    return {}  # a local copy is not an input: a dry run must not need it
+
+
+def prepare_subjects_arg(wildcards):
+    chosen = config["datasets"][wildcards.dataset].get("subjects")
+    return f"--subjects {','.join(chosen)}" if chosen else ""
+
+
+def download_source_args(wildcards):
+    settings = config["datasets"].get("mindboggle101", {})
+    return " ".join(f"--{key} {shlex.quote(settings[key])}" for key in ("url", "sha256")
+                    if key in settings)
+
+
+# --- experiments and runs -------------------------------------------------------------------
+
+
+def experiments(dataset):
+    """Names of the experiments run on ``dataset``."""
+    return [name for name, experiment in config["experiments"].items()
+            if dataset in experiment.get("datasets", DATASETS)]
+
+
+def runs(experiment):
+    """The runs of an experiment, method by method, slice step by slice step."""
+    settings = config["experiments"][experiment]
+    found = []
+    for method in settings["methods"]:
+        for step in settings["slice_steps"]:
+            name = style.run_name(method, step)
+            model = None
+            if method in LEARNED:
+                model = name if step > 1 and settings["train_thinned"] else method
+            found.append(Run(name, method, step, model))
+    return found
+
+
+def run_of(wildcards):
+    for run in runs(wildcards.experiment):
+        if run.name == wildcards.run:
+            return run
+    raise WorkflowError(f"experiment {wildcards.experiment!r} has no run {wildcards.run!r}")
+
+
+def pair_dir(dataset, experiment, run, moving=None, fixed=None):
+    """Folder of one pair's outputs, or of one run (all its pairs) without moving and fixed."""
+    folder = f"results/{dataset}/pairs/{experiment}/{run}"
+    return folder if moving is None else f"{folder}/{moving}/{fixed}"
+
+
+def metrics_files(wildcards):
+    """metrics.json of every run and test pair of one experiment on one dataset."""
+    return [f"{pair_dir(wildcards.dataset, wildcards.experiment, run.name, m, f)}/metrics.json"
+            for run in runs(wildcards.experiment) for m, f in test_pairs(wildcards.dataset)]
+
+
+def model_path(dataset, model):
+    return f"results/{dataset}/models/{model}/model.pt"
+
+
+# --- command lines --------------------------------------------------------------------------
+
+
+def option_args(options):
+    """--option KEY=VALUE arguments; values as JSON, which the CLI reads as YAML."""
+    return [f"--option {shlex.quote(f'{key}={json.dumps(value)}')}"
+            for key, value in options.items()]
+
+
+def train_settings(wildcards):
+    """Train settings of a model: top level, then the dataset's, then the method's overrides."""
+    method = model_method(wildcards.model)[0]
+    return {**config["train"], **config["datasets"][wildcards.dataset].get("train", {}),
+            **METHODS[method].get("train", {})}
+
+
+def model_method(model):
+    """(method, slice step) of a model folder name: {method} or {method}-slice{step}."""
+    if model in LEARNED:
+        return model, 1
+    method, _, step = model.rpartition("-slice")
+    return method, int(step)
+
+
+def train_gpus(wildcards):
+    settings = train_settings(wildcards)
+    return settings["gpus"] if settings["device"] == "cuda" else 0
+
+
+def train_launcher(wildcards):
+    """``regbench``, or torchrun for data-parallel training on several GPUs (one process each)."""
+    gpus = train_gpus(wildcards)
+    if gpus > 1:
+        return f"torchrun --standalone --nproc_per_node {gpus} -m regbench.cli"
+    return "regbench"
+
+
+def train_args(wildcards):
+    method, step = model_method(wildcards.model)
+    s = train_settings(wildcards)
+    args = [f"--steps {s['steps']}", f"--batch-size {s['batch_size']}", f"--lr {s['lr']}",
+            f"--seed {s['seed']}", f"--warmup-steps {s['warmup_steps']}",
+            f"--checkpoint-every {s['checkpoint_every']}", f"--crop-jitter {s['crop_jitter']}",
+            f"--device {s['device']}",
+            f"--threads {max(1, s['threads'] // max(1, train_gpus(wildcards)))}"]  # per process
+    if step > 1:
+        args.append(f"--slice-step {step}")
+    if not s["amp"]:
+        args.append("--no-amp")
+    return " ".join(args + option_args(METHODS[method]["options"]))
+
+
+def register_input(wildcards):
+    run = run_of(wildcards)
+    found = {"data": f"{dataset_dir(wildcards.dataset)}/dataset.json"}
+    if run.model is not None:
+        found["model"] = model_path(wildcards.dataset, run.model)
+    return found
+
+
+def register_args(wildcards, input):
+    run = run_of(wildcards)
+    settings = config["register"]
+    args = [f"--threads {settings['threads']}"]
+    if run.slice_step > 1:
+        args.append(f"--slice-step {run.slice_step}")
+    if run.model is not None:
+        args += [f"--checkpoint {input.model}", f"--device {settings['device']}"]
+    else:
+        args += option_args(METHODS[run.method]["options"])
+    return " ".join(args)
+
+
+REGISTER_GPUS = int(config["register"]["device"] == "cuda")
+"""GPUs a job running a trained network holds (registration, Fig. 2)."""
+
+VOLUMES = ("field.nii.gz", "warped.nii.gz", "warped_labels.nii.gz")
+
+
+def volume_cleanup(wildcards, output):
+    """Shell suffix after registration: drops the pair's volumes unless they are kept."""
+    pair = (wildcards.moving, wildcards.fixed)
+    if config["register"]["keep_volumes"] or pair == figure_pair(wildcards.dataset):
+        return ""
+    folder = os.path.dirname(output[0])
+    return " && rm -f " + " ".join(shlex.quote(f"{folder}/{name}") for name in VOLUMES)
+
+
+# --- report ---------------------------------------------------------------------------------
+
+CONVENTIONS = ["faim", "merged"]
+"""Region Dice conventions of the tables and figures (PROTOCOL.md)."""
+TABLE_KINDS = ("main", "ablation", "slice_spacing")
+"""Experiments with a table of their own (`regbench tables --kind`)."""
+
+
+def run_label(run):
+    """How Fig. 3 names a run: the configured label, else the canonical one, else the name."""
+    label = METHODS[run.method].get("label") or style.CANONICAL_LABELS.get(run.method, run.method)
+    return style.run_label(label, run.slice_step)
+
+
+def figure_pair_metrics(dataset):
+    """metrics.json of every run of the main experiment on the figure pair."""
+    moving, fixed = figure_pair(dataset)
+    return [f"{pair_dir(dataset, 'main', run.name, moving, fixed)}/metrics.json"
+            for run in runs("main")]
+
+
+# --- targets --------------------------------------------------------------------------------
+
+
+def all_targets():
+    """Every experiment's per_pair.csv, its tables, and the figures of every dataset."""
+    targets = []
+    for dataset in DATASETS:
+        done = experiments(dataset)
+        targets += [f"results/{dataset}/{experiment}/per_pair.csv" for experiment in done]
+        tables = f"results/{dataset}/tables"
+        if "main" in done:
+            targets += [f"{tables}/table1_{c}.md" for c in CONVENTIONS]
+            targets += [f"figures/{dataset}/{stem}.pdf"
+                        for stem in ("fig4_faim", "dice_time_faim", "fig3_warped")]
+        targets += [f"{tables}/{kind}.md" for kind in TABLE_KINDS[1:] if kind in done]
+        if config["figures"]["method"] in LEARNED:
+            targets.append(f"figures/{dataset}/fig2_pyramid.pdf")
+    return targets
+
+
+_check_config()
