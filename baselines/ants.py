@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from regbench.methods import Method
-from regbench.runtime import cpu_model
+from regbench.runtime import describe_cpu
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class AntsMethod(Method):
 
     def device_description(self) -> str:
         threads = _itk_threads or self.options["threads"] or _default_threads()
-        return f"{cpu_model()} ({threads} threads)"
+        return describe_cpu(threads)
 
 
 class Affine(AntsMethod):

@@ -84,13 +84,7 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     Returns ``(array (X, Y, Z), affine (4, 4))``.
     """
     data, affine = load_nifti(path)
-    data = _squeeze_3d(data.astype(np.float32), path)
-    if not np.all(np.isfinite(data)):
-        bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
-        raise InputError(f"{path}: {bad} NaN or Inf intensities")
-    if float(data.max()) == float(data.min()):
-        raise InputError(f"{path}: constant image (every voxel is {float(data.max())})")
-    return data, affine
+    return checked_image(_squeeze_3d(data, path), path), affine
 
 
 def read_labels(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -99,15 +93,30 @@ def read_labels(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     Returns ``(array (X, Y, Z) int32, affine (4, 4))``.
     """
     data, affine = load_nifti(path)
-    data = _squeeze_3d(data, path)
+    return checked_labels(_squeeze_3d(data, path), path), affine
+
+
+def checked_image(data: np.ndarray, source: str | os.PathLike) -> np.ndarray:
+    """``data`` as float32 intensities; :class:`InputError` on NaN/Inf or a constant volume."""
+    data = np.asarray(data, dtype=np.float32)
+    finite = np.isfinite(data)
+    if not finite.all():
+        raise InputError(f"{source}: {int(finite.size - finite.sum())} NaN or Inf intensities")
+    if float(data.max()) == float(data.min()):
+        raise InputError(f"{source}: constant image (every voxel is {float(data.max()):g})")
+    return data
+
+
+def checked_labels(data: np.ndarray, source: str | os.PathLike) -> np.ndarray:
+    """``data`` as int32 labels; :class:`InputError` on NaN/Inf, non-integers or an empty map."""
     if not np.all(np.isfinite(data)):
-        raise InputError(f"{path}: label map holds NaN or Inf values")
+        raise InputError(f"{source}: label map holds NaN or Inf values")
     labels = np.rint(data).astype(np.int32)
     if not np.array_equal(labels, data):
-        raise InputError(f"{path}: label map holds non-integer values")
+        raise InputError(f"{source}: label map holds non-integer values")
     if not labels.any():
-        raise InputError(f"{path}: label map is empty (every voxel is 0)")
-    return labels, affine
+        raise InputError(f"{source}: label map is empty (every voxel is 0)")
+    return labels
 
 
 def read_field(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,12 @@ def describe_device(device: torch.device | str = "cpu") -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{cpu_model()} ({torch.get_num_threads()} threads)"
+    return describe_cpu(torch.get_num_threads())
+
+
+def describe_cpu(threads: int) -> str:
+    """``"<CPU model> (N threads)"``, as every CPU runtime record names its device."""
+    return f"{cpu_model()} ({threads} thread{'' if threads == 1 else 's'})"
 
 
 def cpu_model() -> str:

@@ -24,7 +24,7 @@ AFFINE = np.array([[-1.2, 0, 0, 10], [0, 1.0, 0, -20], [0, 0, 1.5, -5], [0, 0, 0
 SPACING = (1.2, 1.0, 1.5)
 LABELS = {1: "front-left", 2: "front-right", 3: "back", 4: "never present"}
 REGIONS = {"Front": [1, 2], "Back": [3]}
-RUNTIME = {"method": "toy", "time_s": 1.25, "device": "test CPU (1 threads)", "slice_step": 1,
+RUNTIME = {"method": "toy", "time_s": 1.25, "device": "test CPU (1 thread)", "slice_step": 1,
            "versions": {"toy": "1.0"}, "options": {"alpha": 2}, "seed": 7}
 
 

@@ -50,7 +50,7 @@ HAND = {
             "time": [10.0, 20.0, 30.0], "folding": [0.0, 0.0, 0.0],
             "logjac": [0.2, 0.3, 0.4], "hd95": [4.0, 5.0, 6.0]},
 }
-DEVICES = {"dualprnet": "NVIDIA Test GPU", "syn": "Test CPU (1 threads)"}
+DEVICES = {"dualprnet": "NVIDIA Test GPU", "syn": "Test CPU (1 thread)"}
 
 
 def record(dataset: str, method: str, moving: str, fixed: str, faim: tuple, merged: tuple,
@@ -65,7 +65,7 @@ def record(dataset: str, method: str, moving: str, fixed: str, faim: tuple, merg
         "mean_dice_faim": float(np.mean(faim)), "mean_dice_merged": float(np.mean(merged)),
         "hd95": {regions[0]: hd95 - 0.5, regions[1]: hd95 + 0.5}, "mean_hd95": hd95,
         "folding_percent": folding, "log_jacobian_std": logjac, "time_s": time_s,
-        "device": DEVICES.get(method, "Test CPU (1 threads)"), "slice_step": slice_step,
+        "device": DEVICES.get(method, "Test CPU (1 thread)"), "slice_step": slice_step,
         "versions": {"regbench": "test"}, "options": {}, **extra,
     }
 
@@ -198,7 +198,7 @@ def test_main_table_numbers_by_hand(per_pair: pd.DataFrame) -> None:
                                    "HD95 (mm)"]].all()
     assert bold.loc["SyN", "Folding (%)"] and not bold.loc["Dual-PRNet", "Folding (%)"]
     assert not bold.loc["SyN", "A"] and not bold["Method"].any()
-    assert "Test CPU (1 threads) (SyN)" in table.caption
+    assert "Test CPU (1 thread) (SyN)" in table.caption
     assert "NVIDIA Test GPU (Dual-PRNet)" in table.caption
     assert "FAIM convention" in table.caption and "ddof = 1" in table.caption
     merged = main_table(per_pair, "merged").numbers

@@ -55,7 +55,7 @@ from regbench.data.preparation import (
     staged_dataset,
     subset_splits,
 )
-from regbench.io import InputError
+from regbench.io import InputError, checked_image, checked_labels
 from regbench.runtime import versions
 
 log = logging.getLogger(__name__)
@@ -233,22 +233,8 @@ def read_volume(pair: AnalyzePair, header: nib.AnalyzeHeader | None = None) -> n
 
 def read_subject(files: Mapping[str, AnalyzePair]) -> tuple[np.ndarray, np.ndarray]:
     """Read and check one subject: ``(image float32, labels int32)`` on the delineation grid."""
-    image = read_volume(files["image"]).astype(np.float32)
-    source = files["image"].voxels
-    finite = np.isfinite(image)
-    if not finite.all():
-        raise InputError(f"{source}: {int(finite.size - finite.sum())} NaN or Inf intensities")
-    if float(image.max()) == float(image.min()):
-        raise InputError(f"{source}: constant image (every voxel is {float(image.max()):g})")
-    stored = read_volume(files["labels"])
-    source = files["labels"].voxels
-    if not np.all(np.isfinite(stored)):
-        raise InputError(f"{source}: label map holds NaN or Inf values")
-    labels = np.rint(stored).astype(np.int32)
-    if not np.array_equal(labels, stored):
-        raise InputError(f"{source}: label map holds non-integer values")
-    if not labels.any():
-        raise InputError(f"{source}: label map is empty (every voxel is 0)")
+    image = checked_image(read_volume(files["image"]), files["image"].voxels)
+    labels = checked_labels(read_volume(files["labels"]), files["labels"].voxels)
     return image, labels
 
 
