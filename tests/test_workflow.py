@@ -73,8 +73,9 @@ def dry_run_jobs(*args: str) -> list[tuple[str, dict[str, str]]]:
 # --- lint and the paper's DAG ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("configs", [[], [str(PAPER)], [str(CI), "EXTERNAL"]],
-                         ids=["demo", "paper", "ci+external"])
+@pytest.mark.parametrize("configs", [[], [str(PAPER)], [str(ROOT / "config" / "demo_long.yaml")],
+                                     [str(CI), "EXTERNAL"]],
+                         ids=["demo", "paper", "demo-long", "ci+external"])
 def test_lint_reports_nothing(configs, tmp_path):
     configs = [with_external(CI, tmp_path) if c == "EXTERNAL" else c for c in configs]
     args = ["--lint"] + (["--configfile", *configs] if configs else [])
