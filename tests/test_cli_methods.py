@@ -102,7 +102,7 @@ def test_register_path_form(demo_dataset, tmp_path):
         assert (scored / name).exists(), name
     metrics = json.loads((scored / "metrics.json").read_text())
     assert metrics["method"] == "affine" and metrics["options"]["threads"] == 1
-    assert "1 threads" in metrics["device"]
+    assert "(1 thread)" in metrics["device"]
     assert main(["register", "affine", *files, "--out", str(unscored), "--threads", "1"]) == 0
     assert sorted(p.name for p in unscored.iterdir()) == ["field.nii.gz", "runtime.json"]
     with pytest.raises(SystemExit):  # both forms at once
