@@ -86,7 +86,7 @@ def test_outputs_and_loss_log(uninterrupted, demo_dataset):
     record = json.loads((out / "train.json").read_text())
     assert record["config"]["seed"] == CONFIG.seed and record["options"]["nb_features"] == [4, 8, 8]
     assert record["dataset"]["train"] == demo_dataset.train and record["resumed_at"] == []
-    assert record["versions"]["torch"] and "threads" in record["device"]
+    assert record["versions"]["torch"] and "thread" in record["device"]
     state = load_checkpoint(model)
     assert {"method", "options", "network", "optimizer", "scaler", "step", "rng",
             "config"} <= set(state)
