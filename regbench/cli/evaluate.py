@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from regbench.cli.arguments import add_dataset_pair
 from regbench.data.dataset import Dataset
 from regbench.evaluate import evaluate_dataset_pair, evaluate_paths
 
@@ -23,10 +24,7 @@ def add_commands(subparsers) -> None:
             "OUT/warped_labels.nii.gz and OUT/metrics.json. Either --data/--moving/--fixed "
             "(a prepared dataset) or --moving-image/--moving-labels/--fixed-labels (files; "
             "labels and regions from --dataset-json, else every label is its own region)."))
-    dataset = parser.add_argument_group("dataset form")
-    dataset.add_argument("--data", help="prepared dataset folder")
-    dataset.add_argument("--moving", help="moving subject ID")
-    dataset.add_argument("--fixed", help="fixed subject ID")
+    add_dataset_pair(parser)
     paths = parser.add_argument_group("path form")
     paths.add_argument("--moving-image", help="moving image NIfTI")
     paths.add_argument("--moving-labels", help="moving label map NIfTI")

@@ -9,6 +9,8 @@ import json
 import logging
 from typing import Any
 
+from regbench.cli.arguments import add_dataset_pair
+
 log = logging.getLogger(__name__)
 
 TRAIN_FLAGS = {  # TrainConfig field -> (flag, type, help)
@@ -60,10 +62,7 @@ def add_commands(subparsers) -> None:
                     "with --moving-labels and --fixed-labels).")
     register.add_argument("method", metavar="METHOD",
                           help="registry name (see `regbench methods`)")
-    dataset = register.add_argument_group("dataset form")
-    dataset.add_argument("--data", help="prepared dataset folder")
-    dataset.add_argument("--moving", help="moving subject ID")
-    dataset.add_argument("--fixed", help="fixed subject ID")
+    add_dataset_pair(register)
     paths = register.add_argument_group("path form")
     paths.add_argument("--moving-image", help="moving image NIfTI")
     paths.add_argument("--fixed-image", help="fixed image NIfTI (defines the grid)")
