@@ -142,16 +142,22 @@ class LearnedMethod(Method):
         return method.to(device)
 
     @torch.no_grad()
-    def register(self, moving: np.ndarray, fixed: np.ndarray,
-                 spacing: tuple[float, float, float]) -> np.ndarray:
+    def run_network(self, moving: np.ndarray,
+                    fixed: np.ndarray) -> tuple[dict[str, Any], tuple[slice, ...]]:
+        """The network's outputs on one pair (``(X, Y, Z)`` arrays, one grid), zero-padded to
+        ``size_multiple``, and the crop that takes a padded full-size output back to the grid."""
         if self.network is None:
             raise RuntimeError(f"method {self.name!r} has no trained network: load a checkpoint")
         self.network.eval()
         tensors = [torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))[None, None]
                    for v in (moving, fixed)]
         padded, crop = pad_to_multiple(torch.cat(tensors, 1).to(self.device), self.size_multiple)
-        field = self.network(padded[:, :1], padded[:, 1:])["field"]
-        return field[(slice(None), slice(None), *crop)][0].float().cpu().numpy()
+        return self.network(padded[:, :1], padded[:, 1:]), crop
+
+    def register(self, moving: np.ndarray, fixed: np.ndarray,
+                 spacing: tuple[float, float, float]) -> np.ndarray:
+        outputs, crop = self.run_network(moving, fixed)
+        return outputs["field"][(slice(None), slice(None), *crop)][0].float().cpu().numpy()
 
 
 def pad_to_multiple(volume: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[slice, ...]]:

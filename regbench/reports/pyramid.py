@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from regbench.io import InputError
-from regbench.methods import LearnedMethod, get_method, pad_to_multiple
+from regbench.methods import LearnedMethod, get_method
 from regbench.reports.figures import resolution_name
 from regbench.transforms import resize_field
 
@@ -42,17 +42,11 @@ def pyramid_fields(method: LearnedMethod, moving: np.ndarray,
     the network's size multiple, each field is first resized to the padded full grid and
     cropped back, so it comes at full resolution (and its name stays the level's).
     """
-    if method.network is None:
-        raise ValueError(f"method {method.name!r} has no trained network: load a checkpoint")
-    method.network.eval()
-    pair = [torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))[None, None]
-            for v in (moving, fixed)]
-    padded, crop = pad_to_multiple(torch.cat(pair, 1).to(method.device), method.size_multiple)
-    outputs = method.network(padded[:, :1], padded[:, 1:])
+    outputs, crop = method.run_network(moving, fixed)
     if "accumulated" not in outputs:
         raise ValueError(f"method {method.name!r}: its network returns no 'accumulated' "
                          "pyramid fields")
-    full_shape = tuple(padded.shape[2:])
+    full_shape = tuple(outputs["field"].shape[2:])  # the padded grid
     fields, names = [], []
     for field in outputs["accumulated"]:
         names.append(resolution_name(full_shape, tuple(field.shape[2:])))
