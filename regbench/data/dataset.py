@@ -34,7 +34,8 @@ from regbench.io import (
 )
 
 MANIFEST = "dataset.json"
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
+"""Splits a manifest may hold; ``val`` (subjects for validation during training) may be empty."""
 
 
 def make_manifest(
@@ -121,6 +122,12 @@ class Dataset:
     @property
     def train(self) -> list[str]:
         return list(self.manifest["splits"]["train"])
+
+    @property
+    def val(self) -> list[str]:
+        """Validation subjects (may be empty: then validation pairs come from the training split).
+        """
+        return list(self.manifest["splits"].get("val", []))
 
     @property
     def test(self) -> list[str]:

@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 CANONICAL_METHODS: tuple[str, ...] = (
-    "affine", "syn", "voxelmorph", "dualprnet-ssf", "dualprnet-dsf", "dualprnet")
+    "identity", "affine", "syn", "voxelmorph", "dualprnet-ssf", "dualprnet-dsf", "dualprnet")
 """Registry names in table/figure order (CONTRACTS.md)."""
 
 CANONICAL_LABELS: dict[str, str] = {
+    "identity": "Identity",
     "affine": "Affine",
     "syn": "SyN",
     "voxelmorph": "VoxelMorph",
@@ -40,7 +41,11 @@ OKABE_ITO: dict[str, str] = {
     "black": "#000000",
 }
 
+LIGHT_GREY = "#D9D9D9"
+"""Identity's colour, outside the palette: the baseline every method starts from, drawn faintest."""
+
 METHOD_COLORS: dict[str, str] = {
+    "identity": LIGHT_GREY,
     "affine": OKABE_ITO["grey"],
     "syn": OKABE_ITO["orange"],
     "voxelmorph": OKABE_ITO["sky blue"],
