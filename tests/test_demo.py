@@ -79,6 +79,7 @@ def test_manifest_and_split(demo_dataset: Dataset):
     assert demo_dataset.subjects == [f"demo{i:02d}" for i in range(1, 7)]
     assert demo_dataset.train == ["demo01", "demo02", "demo03", "demo04"]
     assert demo_dataset.test == ["demo05", "demo06"]
+    assert demo_dataset.val == []
     assert demo_dataset.labels == {1: "L Frontal", 2: "R Frontal", **{
         k: v for k, v in demo.DEMO_LABELS.items() if k > 2}}
     assert demo_dataset.labels[14] == "R Hippocampus"
@@ -89,9 +90,12 @@ def test_manifest_and_split(demo_dataset: Dataset):
     assert manifest["synthetic"] is True and "SYNTHETIC" in manifest["description"]
     assert (manifest["seed"], manifest["scale"]) == (0, SCALE)
     assert "MNI152" in manifest["source"]
-    assert demo.demo_split(16) == ([f"demo{i:02d}" for i in range(1, 13)],
+    assert demo.demo_split(16) == ([f"demo{i:02d}" for i in range(1, 10)],
+                                   [f"demo{i:02d}" for i in range(10, 13)],
                                    [f"demo{i:02d}" for i in range(13, 17)])
-    assert len(demo.demo_split(4)[1]) == 2
+    assert [len(split) for split in demo.demo_split(4)] == [2, 0, 2]
+    assert [len(split) for split in demo.demo_split(6)] == [4, 0, 2]
+    assert [len(split) for split in demo.demo_split(100)] == [92, 4, 4]
     assert demo.demo_subjects(100)[0] == "demo001"
 
 

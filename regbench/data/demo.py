@@ -56,6 +56,8 @@ DEMO_REGIONS: dict[str, list[int]] = {
 """Region -> its (left, right) labels, in the LPBA40 region order of the protocol."""
 
 MIN_SUBJECTS = 4
+MAX_TEST_SUBJECTS = 4
+MAX_VAL_SUBJECTS = 4
 MIN_SIZE = 20
 """Fewest voxels along an axis: below 8 mm voxels the hippocampus is a handful of voxels."""
 
@@ -148,13 +150,22 @@ def demo_subjects(n: int) -> list[str]:
     return [f"demo{i:0{width}d}" for i in range(1, n + 1)]
 
 
-def demo_split(n: int) -> tuple[list[str], list[str]]:
-    """``(train, test)`` IDs of ``n`` subjects: the last quarter (at least 2) is the test split."""
+def demo_split(n: int) -> tuple[list[str], list[str], list[str]]:
+    """``(train, val, test)`` IDs of ``n`` subjects, in that order of the subject list.
+
+    The test split is the last quarter, at least 2 and at most :data:`MAX_TEST_SUBJECTS` (4
+    subjects give 12 ordered test pairs: enough for paired tests, few enough for ANTs on a CPU).
+    The validation split, which only monitors training, is the quarter of the rest before them,
+    at most :data:`MAX_VAL_SUBJECTS`, and empty when that is fewer than 2 subjects.
+    """
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < MIN_SUBJECTS:
         raise InputError(f"demo: subjects={n!r} is too few; at least {MIN_SUBJECTS}")
     subjects = demo_subjects(n)
-    test = max(2, n // 4)
-    return subjects[:-test], subjects[-test:]
+    test = min(MAX_TEST_SUBJECTS, max(2, n // 4))
+    val = min(MAX_VAL_SUBJECTS, (n - test) // 4)
+    val = val if val >= 2 else 0
+    train = n - test - val
+    return subjects[:train], subjects[train:train + val], subjects[train + val:]
 
 
 # --- the atlas ------------------------------------------------------------------------------------
@@ -433,14 +444,14 @@ def make_demo(out: str | os.PathLike, subjects: int = 16, scale: float = 1.0, se
     root.mkdir(parents=True, exist_ok=True)
     shape, affine = demo_grid(scale)
     ids = demo_subjects(subjects)
-    train, test = demo_split(subjects)
+    train, val, test = demo_split(subjects)
     log.info("demo: %d SYNTHETIC subjects on %s voxels of %g mm (seed %d) -> %s", subjects,
              "x".join(map(str, shape)), 1 / scale, seed, root)
     for number, subject in enumerate(tqdm(ids, desc="demo subjects", unit="subject"), start=1):
         image, labels = make_subject(seed, number, scale)  # looked up at call time (tests)
         write_subject(root, subject, image, labels, affine)
     manifest = make_manifest(
-        name="demo", source=SOURCE, subjects=ids, splits={"train": train, "test": test},
+        name="demo", source=SOURCE, subjects=ids, splits={"train": train, "val": val, "test": test},
         labels=DEMO_LABELS, regions=DEMO_REGIONS, shape=shape, affine=affine,
         synthetic=True, seed=int(seed), scale=scale, description=DESCRIPTION)
     write_manifest(root, manifest)

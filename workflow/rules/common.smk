@@ -103,7 +103,7 @@ def test_subjects(dataset):
     if dataset == "demo":
         from regbench.data.demo import demo_split
 
-        return list(demo_split(settings["subjects"])[1])
+        return list(demo_split(settings["subjects"])[2])
     if dataset == "lpba40":
         test = protocol.LPBA40_SPLITS["test"]
     else:
