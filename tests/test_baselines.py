@@ -1,4 +1,4 @@
-"""The baselines: ANTs Affine and SyN (baselines/ants.py) and VoxelMorph (baselines/voxelmorph.py).
+"""The baselines: ANTs Affine and SyN (baselines/ants.py), VoxelMorph (baselines/voxelmorph.py).
 
 ANTs runs with one thread and few SyN iterations on the 40x48x40 demo grid to stay fast.
 """
@@ -6,6 +6,9 @@ ANTs runs with one thread and few SyN iterations on the 40x48x40 demo grid to st
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import ants
 import numpy as np
@@ -15,8 +18,8 @@ from scipy import ndimage
 
 from regbench import metrics
 from regbench.baselines.ants import dense_field, to_ants
-from regbench.baselines.voxelmorph import VoxelMorphNetwork
-from regbench.methods import get_method
+from regbench.baselines.voxelmorph import VM2_PARAMETERS, VoxelMorphNetwork
+from regbench.methods import get_method, pad_to_multiple
 from regbench.transforms import identity_grid, warp, warp_labels
 
 torch.set_num_threads(1)
@@ -133,38 +136,90 @@ def test_ants_options_pass_through_and_unknown_ones_fail():
     assert get_method("affine").label == "Affine" and get_method("syn").label == "SyN"
 
 
-def test_voxelmorph_field_convention_matches_its_transformer():
-    """VxmPairwise's own warp == the suite's warp (zero padding) with the field as returned."""
+def test_voxelmorph_is_vm2_with_its_parameter_count():
+    network = get_method("voxelmorph")().build_network()
+    assert sum(p.numel() for p in network.parameters()) == VM2_PARAMETERS == 327_331
+    diffeomorphic = get_method("voxelmorph-diff")()
+    assert diffeomorphic.options["integration_steps"] == 7
+    assert sum(p.numel() for p in diffeomorphic.build_network().parameters()) == VM2_PARAMETERS
+    # The flow layer starts near zero (N(0, 1e-5)), as the authors initialise it.
+    assert 0 < float(network.flow.weight.std()) < 1e-4 and not network.flow.bias.any()
+
+
+@pytest.mark.parametrize("steps", [0, 3])
+def test_voxelmorph_field_convention_matches_its_transformer(steps):
+    """The authors' transformer output == the suite's warp (zero padding) of the field as
+    returned, with and without integration: the field is in the suite's pull convention."""
     generator = torch.Generator().manual_seed(0)
-    shape = (16, 24, 20)
-    network = VoxelMorphNetwork(nb_features=[4, 4], integration_steps=5)
+    shape = (16, 24, 16)
+    network = VoxelMorphNetwork([[4, 4], [4, 4, 4]], integration_steps=steps)
     image = torch.rand(2, 1, *shape, generator=generator)
     # A constant shift of +2 voxels along axis 0 pulls moving(x + 2): checks units and axis order.
+    transformer, _ = network.shape_layers(torch.Size(shape), image.device)
     shift = torch.zeros(1, 3, *shape)
     shift[:, 0] = 2
-    shifted = network.vxm.spatial_transformer(image[:1], shift)
-    assert torch.allclose(shifted[0, 0, :-2], image[0, 0, 2:], atol=1e-5)
-    # A smooth random field of several voxels, through the network's own outputs.
+    assert torch.allclose(transformer(image[:1], shift)[0, 0, :-2], image[0, 0, 2:], atol=1e-5)
     with torch.no_grad():
-        network.vxm.flow_layer.conv0.weight.normal_(0, 0.5, generator=generator)
+        network.flow.weight.normal_(0, 2.0 if steps else 0.5, generator=generator)
         outputs = network(image, image.flip(2))
     field = outputs["field"]
     assert field.abs().max() > 1
-    ours = warp(image, field, padding_mode="zeros")
-    assert torch.allclose(outputs["warped"], ours, atol=1e-4)
+    assert torch.allclose(outputs["warped"], warp(image, field, padding_mode="zeros"), atol=1e-4)
+    if steps == 0:
+        assert outputs["velocity"] is field  # no integration: regularise the field itself
+    else:
+        assert outputs["velocity"].shape[2:] == tuple(s // 2 for s in shape)
 
 
-def test_voxelmorph_size_multiple_and_options():
+def test_voxelmorph_options():
     method = get_method("voxelmorph")()
-    assert method.size_multiple == 32 and method.label == "VoxelMorph"
-    small = get_method("voxelmorph")(nb_features=[8, 8, 8], integration_steps=0)
+    assert method.size_multiple == 16 and method.label == "VoxelMorph"
+    small = get_method("voxelmorph")(nb_features=[[8, 8, 8], [8, 8, 8, 8]])
     assert small.size_multiple == 8
     network = small.build_network()
     moving, fixed = torch.rand(2, 1, 1, 16, 24, 16)
     outputs = network(moving, fixed)
     assert outputs["field"].shape == (1, 3, 16, 24, 16)
-    assert outputs["velocity"] is outputs["field"]  # no integration: regularise the field itself
     loss, parts = small.loss(outputs, moving, fixed)
     assert loss.ndim == 0 and set(parts) == {"ncc", "grad"}
-    with pytest.raises(ValueError, match="nb_features"):
-        get_method("voxelmorph")(nb_features=[])
+    for bad in ([], [[8, 8]], [[8, 8], [8]], [[8, 0], [8, 8]]):
+        with pytest.raises(ValueError, match="nb_features"):
+            get_method("voxelmorph")(nb_features=bad)
+    with pytest.raises(ValueError, match="integration_steps"):
+        get_method("voxelmorph")(integration_steps=-1)
+
+
+@pytest.mark.slow
+def test_voxelmorph_pytorch_port_matches_the_authors_keras_original(demo_dataset, tmp_path):
+    """Same vm2 weights in the authors' Keras original (voxelmorph 0.2, TensorFlow backend, in a
+    process of its own) and in their PyTorch port as the suite runs it: the same field on a demo
+    pair, to within 1e-3 voxel."""
+    pytest.importorskip("tensorflow")
+    method = get_method("voxelmorph")()
+    torch.manual_seed(1)
+    network = method.build_network().eval()
+    moving, fixed = (demo_dataset.image(s) for s in demo_dataset.test[:2])
+    padded, crop = pad_to_multiple(
+        torch.from_numpy(np.stack([moving, fixed]))[:, None], method.size_multiple)
+    with torch.no_grad():  # the flow layer scaled up, for a field of a few voxels
+        network.flow.weight.normal_()
+        largest = network(padded[:1], padded[1:])["field"].abs().max()
+        network.flow.weight.mul_(5 / largest)
+        network.flow.bias.normal_(0, 0.5)
+        ours = network(padded[:1], padded[1:])["field"][0].numpy()
+    assert 3 < np.abs(ours).max() < 10
+    # PyTorch (out, in, x, y, z) kernels -> Keras (x, y, z, in, out); biases as they are.
+    weights = {f"weight_{i}": p.detach().numpy().transpose(2, 3, 4, 1, 0) if p.ndim == 5
+               else p.detach().numpy() for i, p in enumerate(network.parameters())}
+    encoder, decoder = method.options["nb_features"]
+    np.savez(tmp_path / "in.npz", shape=padded.shape[2:], encoder=encoder, decoder=decoder,
+             moving=padded[0, 0].numpy(), fixed=padded[1, 0].numpy(), **weights)
+    script = Path(__file__).parent / "helpers" / "keras_voxelmorph.py"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "in.npz"),
+                           str(tmp_path / "out.npy")], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    keras = np.moveaxis(np.load(tmp_path / "out.npy"), -1, 0)
+    assert keras.shape == ours.shape
+    assert np.abs(keras - ours).max() < 1e-3
+    assert crop == tuple(slice(0, s) for s in moving.shape)

@@ -43,7 +43,9 @@ DUPLICATE = textwrap.dedent('''
 def test_builtin_methods_are_registered():
     methods = available_methods()
     expected = {"affine": ("Affine", False), "syn": ("SyN", False),
-                "voxelmorph": ("VoxelMorph", True), "dualprnet": ("Dual-PRNet", True)}
+                "voxelmorph": ("VoxelMorph", True), "dualprnet": ("Dual-PRNet", True),
+                "identity": ("Identity", False),
+                "voxelmorph-diff": ("VoxelMorph (diffeomorphic)", True)}
     for name, (label, learned) in expected.items():
         assert (methods[name].label, methods[name].learned) == (label, learned)
     with pytest.raises(KeyError, match="no-such-method"):

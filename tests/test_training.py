@@ -25,7 +25,7 @@ from regbench.training import (
 
 torch.set_num_threads(1)
 
-SMALL = {"nb_features": [4, 8, 8], "integration_steps": 3}
+SMALL = {"nb_features": [[4, 8, 8], [8, 8, 8, 4]], "integration_steps": 3}
 CONFIG = TrainConfig(steps=8, batch_size=1, lr=2e-3, warmup_steps=3, checkpoint_every=3,
                      seed=3, crop_jitter=2, moving_slice_step=2, device="cpu", threads=1)
 
@@ -84,7 +84,8 @@ def test_outputs_and_loss_log(uninterrupted, demo_dataset):
         assert float(row["loss"]) == pytest.approx(float(row["ncc"]) + weight * float(row["grad"]),
                                                    rel=1e-5)
     record = json.loads((out / "train.json").read_text())
-    assert record["config"]["seed"] == CONFIG.seed and record["options"]["nb_features"] == [4, 8, 8]
+    assert record["config"]["seed"] == CONFIG.seed
+    assert record["options"]["nb_features"] == SMALL["nb_features"]
     assert record["dataset"]["train"] == demo_dataset.train and record["resumed_at"] == []
     assert record["versions"]["torch"] and "thread" in record["device"]
     state = load_checkpoint(model)

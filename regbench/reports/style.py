@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 CANONICAL_METHODS: tuple[str, ...] = (
-    "identity", "affine", "syn", "voxelmorph", "dualprnet-ssf", "dualprnet-dsf", "dualprnet")
+    "identity", "affine", "syn", "voxelmorph", "voxelmorph-diff", "dualprnet-ssf",
+    "dualprnet-dsf", "dualprnet")
 """Registry names in table/figure order (CONTRACTS.md)."""
 
 CANONICAL_LABELS: dict[str, str] = {
@@ -22,6 +23,7 @@ CANONICAL_LABELS: dict[str, str] = {
     "affine": "Affine",
     "syn": "SyN",
     "voxelmorph": "VoxelMorph",
+    "voxelmorph-diff": "VoxelMorph (diffeomorphic)",
     "dualprnet-ssf": "Single-stream, single field",
     "dualprnet-dsf": "Dual-stream, single field",
     "dualprnet": "Dual-PRNet",
@@ -49,12 +51,15 @@ METHOD_COLORS: dict[str, str] = {
     "affine": OKABE_ITO["grey"],
     "syn": OKABE_ITO["orange"],
     "voxelmorph": OKABE_ITO["sky blue"],
+    "voxelmorph-diff": OKABE_ITO["blue"],
     "dualprnet-ssf": OKABE_ITO["reddish purple"],
     "dualprnet-dsf": OKABE_ITO["bluish green"],
     "dualprnet": OKABE_ITO["vermillion"],
 }
-# Yellow last: it is the hardest to see on white.
-_SPARE_COLORS = tuple(OKABE_ITO[c] for c in ("blue", "black", "yellow"))
+# Yellow last of the palette: it is the hardest to see on white. Beyond the palette, Paul Tol's
+# "muted" colours, also safe under the common colour-vision deficiencies.
+_SPARE_COLORS = (OKABE_ITO["black"], OKABE_ITO["yellow"], "#332288", "#882255", "#44AA99",
+                 "#999933")
 
 
 def run_name(method: str, slice_step: int = 1) -> str:
