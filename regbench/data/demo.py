@@ -9,11 +9,17 @@ and right) is drawn on the template from its tissue maps and MNI coordinates.
 
 Subject ``n`` of seed ``s`` is the template pulled through its own transform
 (:func:`subject_transform`): a smooth diffeomorphism (a random stationary velocity field at three
-spatial scales, integrated by scaling and squaring) followed by a small random affine, plus a
-bias field, a gamma change and Rician noise; its labels are the atlas pulled through the same
-field by nearest neighbour. Everything is a function of ``(s, n)`` alone: the random numbers are
-drawn on control grids in mm that do not depend on ``scale``, so a seed describes the same
-subjects at every scale.
+spatial scales, integrated by scaling and squaring), plus a bias field, a gamma change and Rician
+noise; its labels are the atlas pulled through the same field by nearest neighbour. Everything is
+a function of ``(s, n)`` alone: the random numbers are drawn on control grids in mm that do not
+depend on ``scale``, so a seed describes the same subjects at every scale.
+
+Like the paper's data (LPBA40 affinely aligned to MNI152 by ``regbench prepare``, Mindboggle101
+shipped aligned), the subjects are affinely aligned to the template: the methods see nonlinear
+differences only. ``affine=True`` adds a small random affine per subject, for tests of Affine.
+The size of the deformations is chosen so that Affine and SyN score apart by about what they do
+on real, affinely aligned brains; :func:`pair_displacement_stats` measures it, and the manifest
+records it.
 
 The data are for running the pipeline end to end, not for judging methods: the labels are a
 coarse geometric parcellation, and every subject is a warp of one template.
@@ -26,7 +32,7 @@ import logging
 import math
 import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +44,7 @@ from tqdm import tqdm
 from regbench.data import protocol
 from regbench.data.dataset import MANIFEST, make_manifest, write_manifest, write_subject
 from regbench.io import InputError, read_json
-from regbench.transforms import integrate_velocity, warp, warp_labels
+from regbench.transforms import integrate_velocity, sample, warp, warp_labels
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +71,11 @@ SOURCE = ("nilearn's bundled MNI152 2009 template with its GM/WM maps, on the FS
           "grid; SYNTHETIC subjects and labels")
 DESCRIPTION = (
     "SYNTHETIC demo data, not real subjects. Images: the MNI152 2009 template under a random "
-    "smooth diffeomorphism (stationary velocity field at 48/24/12 mm, scaling and squaring) and "
-    "a small random affine, with a smooth bias field, a gamma change and Rician noise, "
-    "normalised to max 1. Labels: a 14-label atlas drawn on the template (cortical lobes and "
-    "cingulate from the GM map cut by MNI coordinate planes, putamen and hippocampus as "
+    "smooth diffeomorphism (stationary velocity field at 48/24/12 mm, scaling and squaring; "
+    "affinely aligned to the template, as prepared real data are), with a smooth bias field, a "
+    "gamma change and Rician noise, normalised to max 1. Labels: a 14-label atlas drawn on the "
+    "template (cortical lobes and cingulate from the GM map cut by MNI coordinate planes, "
+    "putamen and hippocampus as "
     "ellipsoids at their MNI positions; odd = left, even = right), warped nearest-neighbour by "
     "each subject's own field. Good for running the pipeline; its scores say nothing about real "
     "anatomy.")
@@ -76,7 +83,13 @@ DESCRIPTION = (
 # The velocity: (control spacing in mm, relative amplitude) per spatial scale. Coarse and large
 # for the gross shape, finer and smaller for local variation.
 _VELOCITY_LEVELS: tuple[tuple[float, float], ...] = ((48.0, 1.0), (24.0, 0.5), (12.0, 0.25))
-_MAX_VELOCITY_MM = (14.0, 18.0)  # the largest velocity in the brain is drawn from this range
+# The largest velocity in the brain is drawn from this range. Chosen so that Affine and SyN score
+# apart by about what they do on real, affinely aligned brains (Dice +0.10 on Mindboggle101 in
+# the paper, +0.12 on two LPBA40 subjects prepared by this suite). On 4 pairs at scale 0.5 (mean
+# FAIM Dice of Identity / Affine / SyN, SyN with ANTsPy's default iterations):
+#   5-7 mm: 0.69 / 0.73 / 0.81 (+0.08); 7-9 mm: 0.62 / 0.68 / 0.80 (+0.12);
+#   9-11 mm: 0.56 / 0.62 / 0.78 (+0.16).
+_MAX_VELOCITY_MM = (7.0, 9.0)
 _NORM_SPACING_MM = 8.0  # lattice on which that maximum is measured (independent of scale)
 # A generous ellipsoid around the MNI brain (centre, semi-axes; mm): where the maximum counts.
 _BRAIN_CENTRE, _BRAIN_AXES = (0.0, -17.0, 15.0), (66.0, 85.0, 62.0)
@@ -350,9 +363,13 @@ class SubjectTransform:
     """A subject's transform on the demo grid, voxel units, pull-back convention.
 
     The template voxel seen at subject voxel ``p`` is ``A(p + nonlinear(p))`` with the affine
-    ``A(q) = matrix (q - centre) + centre + translation``.
+    ``A(q) = matrix (q - centre) + centre + translation`` (the identity unless the demo was made
+    with ``affine=True``).
     """
 
+    velocity: np.ndarray
+    """``(3, X, Y, Z)`` float32: the stationary velocity field whose exponential is
+    ``nonlinear``."""
     nonlinear: np.ndarray
     """``(3, X, Y, Z)`` float32: the diffeomorphic displacement (the integrated velocity)."""
     matrix: np.ndarray
@@ -372,23 +389,70 @@ class SubjectTransform:
         field += self.translation.reshape(3, 1, 1, 1)
         return field.astype(np.float32)
 
+    def inverse_at(self, points: np.ndarray) -> np.ndarray:
+        """``phi^-1`` of ``points (3, ...)`` (voxels), where ``phi(p) = A(p + nonlinear(p))``.
 
-def subject_transform(seed: int, number: int, scale: float) -> SubjectTransform:
+        ``phi^-1 = exp(-velocity) o A^-1``: the affine is inverted exactly, the diffeomorphism by
+        integrating the negated velocity (sampled trilinearly, border values outside the grid).
+        """
+        centre = self.centre.reshape(3, *[1] * (points.ndim - 1))
+        shift = self.translation.reshape(centre.shape)
+        q = np.einsum("ij,j...->i...", np.linalg.inv(self.matrix), points - centre - shift)
+        q = q + centre
+        coords = torch.from_numpy(q.reshape(1, 3, -1, 1, 1).astype(np.float32))
+        displacement = sample(self._inverse_nonlinear, coords, "bilinear", "border")[0].numpy()
+        return q + displacement.reshape(q.shape)
+
+    @functools.cached_property
+    def _inverse_nonlinear(self) -> torch.Tensor:
+        """``(1, 3, X, Y, Z)``: the displacement of ``exp(-velocity)``."""
+        return integrate_velocity(torch.from_numpy(-self.velocity)[None], _INTEGRATION_STEPS)
+
+
+def subject_transform(seed: int, number: int, scale: float, affine: bool = False
+                      ) -> SubjectTransform:
     """Subject ``number``'s transform for ``seed`` on the demo grid at ``scale``.
 
     The velocity (mm) is drawn on control grids that do not depend on ``scale``, interpolated
-    onto the grid (:func:`_interpolate`) and integrated there by scaling and squaring.
+    onto the grid (:func:`_interpolate`) and integrated there by scaling and squaring. With
+    ``affine``, a small random affine (its own random stream) follows the diffeomorphism.
     """
     scale = _check_scale(scale)
     velocity_rng, affine_rng, _ = _rngs(seed, number)
-    velocity = _velocity_mm(velocity_rng, _fine_positions(scale)) * scale  # mm -> voxels
-    nonlinear = integrate_velocity(torch.from_numpy(velocity.astype(np.float32))[None],
+    velocity = (_velocity_mm(velocity_rng, _fine_positions(scale)) * scale).astype(np.float32)
+    nonlinear = integrate_velocity(torch.from_numpy(velocity)[None],
                                    _INTEGRATION_STEPS)[0].numpy()
-    matrix, translation_mm = _random_affine(affine_rng)
+    matrix, translation_mm = _random_affine(affine_rng) if affine else (np.eye(3), np.zeros(3))
     shape, _ = demo_grid(scale)
     # The crop centre in fine voxels, (n - 1) / 2, maps to (n * scale - 1) / 2 in demo voxels.
     centre = (np.asarray(shape, dtype=np.float64) - 1) / 2
-    return SubjectTransform(nonlinear, matrix, centre, translation_mm * scale)
+    return SubjectTransform(velocity, nonlinear, matrix, centre, translation_mm * scale)
+
+
+def pair_displacement(moving: SubjectTransform, fixed: SubjectTransform) -> np.ndarray:
+    """The true displacement ``(3, X, Y, Z)`` (voxels, pull convention) registering ``moving`` to
+    ``fixed``: ``v(x) = phi_moving^-1(phi_fixed(x)) - x``, so that the moving subject pulled
+    through ``v`` is the fixed one (up to intensities)."""
+    points = np.indices(fixed.nonlinear.shape[1:], dtype=np.float64) + fixed.field()
+    return moving.inverse_at(points) - np.indices(fixed.nonlinear.shape[1:])
+
+
+def pair_displacement_stats(transforms: Mapping[str, SubjectTransform],
+                            labels: Mapping[str, np.ndarray], pairs: Sequence[tuple[str, str]],
+                            spacing_mm: float) -> dict[str, float]:
+    """Size of the true pair displacements (:func:`pair_displacement`) in mm over the labelled
+    voxels (``labels > 0``) of each fixed subject, pooled over ordered ``pairs`` of subjects.
+
+    Returns ``{"median", "p95", "max", "pairs"}`` (mm, mm, mm, count).
+    """
+    sizes = []
+    for moving, fixed in pairs:
+        field = pair_displacement(transforms[moving], transforms[fixed])
+        sizes.append(np.sqrt((field**2).sum(0))[labels[fixed] > 0] * spacing_mm)
+    sizes = np.concatenate(sizes)
+    return {"median": round(float(np.median(sizes)), 2),
+            "p95": round(float(np.percentile(sizes, 95)), 2),
+            "max": round(float(sizes.max()), 2), "pairs": len(pairs)}
 
 
 def _intensities(image: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
@@ -406,14 +470,16 @@ def _intensities(image: np.ndarray, rng: np.random.Generator, scale: float) -> n
     return image / image.max()
 
 
-def make_subject(seed: int, number: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+def make_subject(seed: int, number: int, scale: float, affine: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Subject ``number`` (from 1) of ``seed``: ``(image (X, Y, Z) float32, labels int32)``.
 
     The image is in [0, 1] with maximum exactly 1; the labels are the atlas pulled through the
-    same :meth:`SubjectTransform.field` by nearest neighbour.
+    same :meth:`SubjectTransform.field` by nearest neighbour. ``affine``: see
+    :func:`subject_transform`.
     """
     template, atlas, _ = demo_atlas(scale)
-    field = torch.from_numpy(subject_transform(seed, number, scale).field())[None]
+    field = torch.from_numpy(subject_transform(seed, number, scale, affine).field())[None]
     warped = warp(torch.from_numpy(template.copy())[None, None], field)[0, 0].numpy()
     labels = warp_labels(torch.from_numpy(atlas.copy())[None, None], field)[0, 0].numpy()
     image = _intensities(warped, _rngs(seed, number)[2], scale)
@@ -423,9 +489,14 @@ def make_subject(seed: int, number: int, scale: float) -> tuple[np.ndarray, np.n
 # --- the dataset ----------------------------------------------------------------------------------
 
 
-def make_demo(out: str | os.PathLike, subjects: int = 16, scale: float = 1.0, seed: int = 0
-              ) -> Path:
+def make_demo(out: str | os.PathLike, subjects: int = 16, scale: float = 1.0, seed: int = 0,
+              affine: bool = False) -> Path:
     """Write the demo dataset to ``out`` (images/, labels/, dataset.json); returns ``out``.
+
+    ``affine`` adds a random affine to every subject (:func:`subject_transform`); the default
+    demo is affinely aligned, as prepared real data are. The manifest records the size of the
+    true displacements between test subjects (``pair_displacement_mm``,
+    :func:`pair_displacement_stats`).
 
     The arguments are checked before anything is written. An existing manifest in ``out`` is
     removed first and the new one written last, so an interrupted run never looks complete.
@@ -442,17 +513,29 @@ def make_demo(out: str | os.PathLike, subjects: int = 16, scale: float = 1.0, se
                              "refusing to overwrite it (choose another --out)")
         manifest_path.unlink()
     root.mkdir(parents=True, exist_ok=True)
-    shape, affine = demo_grid(scale)
+    shape, grid_affine = demo_grid(scale)
     ids = demo_subjects(subjects)
     train, val, test = demo_split(subjects)
-    log.info("demo: %d SYNTHETIC subjects on %s voxels of %g mm (seed %d) -> %s", subjects,
-             "x".join(map(str, shape)), 1 / scale, seed, root)
+    log.info("demo: %d SYNTHETIC subjects on %s voxels of %g mm (seed %d%s) -> %s", subjects,
+             "x".join(map(str, shape)), 1 / scale, seed, ", with affines" if affine else "",
+             root)
+    test_labels = {}
     for number, subject in enumerate(tqdm(ids, desc="demo subjects", unit="subject"), start=1):
-        image, labels = make_subject(seed, number, scale)  # looked up at call time (tests)
-        write_subject(root, subject, image, labels, affine)
+        image, labels = make_subject(seed, number, scale, affine)  # looked up at call time (tests)
+        write_subject(root, subject, image, labels, grid_affine)
+        if subject in test:
+            test_labels[subject] = labels
+    transforms = {subject: subject_transform(seed, ids.index(subject) + 1, scale, affine)
+                  for subject in test}
+    test_pairs = [(m, f) for m in test for f in test if m != f]
     manifest = make_manifest(
         name="demo", source=SOURCE, subjects=ids, splits={"train": train, "val": val, "test": test},
-        labels=DEMO_LABELS, regions=DEMO_REGIONS, shape=shape, affine=affine,
-        synthetic=True, seed=int(seed), scale=scale, description=DESCRIPTION)
+        labels=DEMO_LABELS, regions=DEMO_REGIONS, shape=shape, affine=grid_affine,
+        synthetic=True, seed=int(seed), scale=scale, subject_affines=affine,
+        pair_displacement_mm={**pair_displacement_stats(transforms, test_labels, test_pairs,
+                                                        1 / scale),
+                              "over": "labelled voxels of the fixed subject, every ordered "
+                                      "test pair"},
+        description=DESCRIPTION)
     write_manifest(root, manifest)
     return root
