@@ -13,7 +13,9 @@ Network (PROTOCOL.md "Model facts", widths of the official code):
   warps the moving features with it, predicts a residual field from ``concat(warped moving,
   fixed)`` and composes: ``phi_l = compose(phi_{l-1}, delta_l)``, i.e.
   ``phi_l(x) = delta_l(x) + phi_{l-1}(x + delta_l(x))``. The finest level's field is resized to
-  full resolution.
+  full resolution. As in the official code (``last_flow.detach()``; the paper is silent), the
+  field that warps the moving features is detached: gradients reach the coarser levels through
+  the composition, not through the feature warp.
 
 Units: every field is a displacement in voxel units *of the grid it lives on* (see
 :mod:`regbench.transforms`); :func:`regbench.transforms.resize_field` rescales values whenever a
@@ -168,7 +170,7 @@ def pyramid_register(moving: Sequence[torch.Tensor], fixed: Sequence[torch.Tenso
     for moving_l, fixed_l, head in zip(moving, fixed, heads, strict=True):
         if field is not None:
             field = resize_field(field, fixed_l.shape[2:])
-            moving_l = warp(moving_l, field)
+            moving_l = warp(moving_l, field.detach())
         # Fields stay float32 under autocast: float16 voxel coordinates are too coarse.
         delta = head(torch.cat([moving_l, fixed_l], 1)).float()
         field = delta if field is None else compose(field, delta)
