@@ -7,6 +7,7 @@ of distinct subjects of a dataset's training split and writes into ``out_dir``::
                     every ``checkpoint_every`` steps; rerunning the same command resumes from it
     model.pt        the final state (same format), written last: its presence marks a finished run
     loss.csv        one row per step: step, loss, each loss part, lr, time_s (wall seconds)
+    validation.csv  one row per validation: step, time_s, loss, dice_faim, dice_merged, eval_s
     train.json      config, options, seed, versions, device, dataset, wall time
 
 Choices the paper leaves open, and how they are made here:
@@ -15,9 +16,16 @@ Choices the paper leaves open, and how they are made here:
   Pairs are drawn with replacement by a seeded generator of their own, so a resumed run draws the
   same pairs as an uninterrupted one; ``num_workers`` is recorded but unused (no loader needed).
 * **Crop jitter.** Prepared volumes are already cropped to 160x192x160, so the protocol's
-  +-``crop_jitter`` voxel jitter of the crop centre is emulated by shifting *both* volumes of a
-  pair by the same random integer offset per axis, with edge (replicate) padding: the pair keeps
-  its correspondence, its position in the field of view changes.
+  +-``crop_jitter`` voxel jitter of the crop centre is emulated by shifting each volume by a
+  random integer offset per axis, with edge (replicate) padding. As in the official Dual-PRNet
+  code, the offset is drawn per volume, not per pair: moving and fixed also move relative to
+  each other, by up to twice the jitter.
+* **Validation.** Every ``validate_every`` steps (and after the last), the network registers a
+  fixed set of ``validation_pairs`` ordered pairs as it will at test time (eval mode), and the
+  mean region Dice of the warped labels (both conventions, :mod:`regbench.metrics`) and the loss
+  are logged to ``validation.csv`` beside ``loss.csv``. The pairs come from the dataset's ``val``
+  split, or from its training split when it has no ``val`` split: never from the test split.
+  Validation only monitors: nothing is selected by it.
 * **Slice thinning.** ``moving_slice_step > 1`` trains on moving images thinned by
   :func:`regbench.degrade.thin_slices` (axis 1), the fixed images are kept whole.
 * **Learning rate.** Step ``s`` (1-based) uses ``lr * min(1, s / warmup_steps)``: linear warm-up,
@@ -47,6 +55,7 @@ import contextlib
 import csv
 import dataclasses
 import io
+import itertools
 import json
 import logging
 import os
@@ -75,10 +84,12 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 LOSS_LOG = "loss.csv"
+VALIDATION_LOG = "validation.csv"
 RECORD = "train.json"
 CHECKPOINT_FORMAT = 1
 
-RUN_ONLY_FIELDS = ("checkpoint_every", "device", "threads", "num_workers")
+RUN_ONLY_FIELDS = ("checkpoint_every", "device", "threads", "num_workers", "validate_every",
+                   "validation_pairs")
 """Config fields that do not change the trained weights (may differ when resuming)."""
 
 
@@ -87,6 +98,7 @@ class TrainConfig:
     """Training hyper-parameters (defaults: PROTOCOL.md, scaled from epochs to steps).
 
     ``batch_size`` is the global batch: pairs per optimizer step over all processes.
+    ``validate_every`` (0: never) and ``validation_pairs`` set the validation (module docstring).
     """
 
     steps: int = 1000
@@ -100,13 +112,16 @@ class TrainConfig:
     crop_jitter: int = 0
     moving_slice_step: int = 1
     amp: bool = True
+    validate_every: int = 0
+    validation_pairs: int = 6
     device: str = "auto"
     threads: int | None = None
     num_workers: int = 0
 
     def __post_init__(self) -> None:
         minimums = {"steps": 1, "batch_size": 1, "checkpoint_every": 1, "moving_slice_step": 1,
-                    "warmup_steps": 0, "crop_jitter": 0, "num_workers": 0}
+                    "warmup_steps": 0, "crop_jitter": 0, "num_workers": 0, "validate_every": 0,
+                    "validation_pairs": 1}
         for name, minimum in minimums.items():
             if getattr(self, name) < minimum:
                 raise ValueError(f"{name} must be >= {minimum}, got {getattr(self, name)}")
@@ -207,6 +222,9 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
     volumes = TrainingVolumes(dataset, config.moving_slice_step)
     sampler = PairSampler(len(volumes), config.seed, config.crop_jitter)
+    validation = None
+    if rank == 0 and config.validate_every:
+        validation = Validation(dataset, config.validation_pairs, config.moving_slice_step)
     start, elapsed, resumed_at = 0, 0.0, []
     checkpoint_path = out_dir / CHECKPOINT
     if checkpoint_path.exists():
@@ -222,7 +240,8 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
         log.info("resuming %s from %s at step %d", method.name, checkpoint_path, start)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _truncate_loss_log(out_dir / LOSS_LOG, start)
+        for log_name in (LOSS_LOG, VALIDATION_LOG):
+            _truncate_loss_log(out_dir / log_name, start)
 
     model = network
     if world > 1:
@@ -232,6 +251,8 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
     network.train()
     began = time.perf_counter() - elapsed
     logger = LossLog(out_dir / LOSS_LOG) if rank == 0 else None
+    validation_log = LossLog(out_dir / VALIDATION_LOG) if validation is not None else None
+    method.network = network  # validation registers with it as registration will
     steps = tqdm(range(start + 1, config.steps + 1), initial=start, total=config.steps,
                  desc=f"train {method.name}", unit="step", disable=rank != 0)
     try:
@@ -261,12 +282,21 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
                           "lr": lr, "time_s": time.perf_counter() - began}
                 logger.append(record)
                 steps.set_postfix(loss=f"{values[0]:.4f}")
+            if validation is not None and (step % config.validate_every == 0
+                                           or step == config.steps):
+                record = validation.run(method, step, time.perf_counter() - began)
+                validation_log.append(record)
+                steps.set_postfix(loss=f"{values[0]:.4f}", dice=f"{record['dice_faim']:.3f}")
+                log.info("step %d: validation Dice %.4f (FAIM), %.4f (merged) on %d pairs", step,
+                         record["dice_faim"], record["dice_merged"], len(validation.pairs))
+                network.train()
             if rank == 0 and step % config.checkpoint_every == 0 and step < config.steps:
                 _save(_state(identity, network, optimizer, scaler, sampler, step,
                              time.perf_counter() - began, resumed_at), checkpoint_path)
     finally:
-        if logger is not None:
-            logger.close()
+        for open_log in (logger, validation_log):
+            if open_log is not None:
+                open_log.close()
     if rank == 0:
         elapsed = time.perf_counter() - began
         final = _state(identity, network, optimizer, scaler, sampler, config.steps, elapsed,
@@ -312,38 +342,104 @@ class TrainingVolumes:
     def __len__(self) -> int:
         return len(self.fixed)
 
-    def batch(self, draws: list[tuple[int, int, tuple[int, int, int]]], jitter: int,
-              multiple: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, draws: list[Draw], jitter: int, multiple: int, device: torch.device
+              ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(moving, fixed)``, each ``(B, 1, *S)`` zero-padded to a multiple of ``multiple``."""
         from regbench.methods import pad_to_multiple
 
-        moving = torch.cat([_shift(self.moving[m:m + 1], off, jitter) for m, _, off in draws])
-        fixed = torch.cat([_shift(self.fixed[f:f + 1], off, jitter) for _, f, off in draws])
+        moving = torch.cat([_shift(self.moving[m:m + 1], offset, jitter)
+                            for m, _, offset, _ in draws])
+        fixed = torch.cat([_shift(self.fixed[f:f + 1], offset, jitter)
+                           for _, f, _, offset in draws])
         pair, _ = pad_to_multiple(torch.cat([moving, fixed], 1).to(device), multiple)
         return pair[:, :1], pair[:, 1:]
 
 
+class Validation:
+    """A fixed set of ordered validation pairs, read once, and their scoring during training.
+
+    Args:
+        dataset: the prepared dataset; pairs come from its ``val`` split when it has 2 subjects
+            or more, else from its training split, never from its test split.
+        count: how many ordered pairs, spread evenly over every ordered pair of those subjects.
+        slice_step: moving images thinned as in training (:func:`regbench.degrade.thin_slices`).
+    """
+
+    def __init__(self, dataset: Dataset, count: int, slice_step: int = 1) -> None:
+        self.pairs = validation_pairs(dataset, count)
+        self.regions = dataset.regions
+        subjects = sorted({s for pair in self.pairs for s in pair})
+        self.images = {s: dataset.image(s) for s in subjects}
+        self.labels = {s: dataset.label_map(s) for s in subjects}
+        self.moving = self.images
+        if slice_step > 1:
+            from regbench.degrade import thin_slices
+
+            self.moving = {s: thin_slices(image, step=slice_step, axis=1)
+                           for s, image in self.images.items()}
+
+    def run(self, method: LearnedMethod, step: int, elapsed: float) -> dict[str, Any]:
+        """Register every pair with ``method.network`` (left in eval mode) and score it: the
+        ``validation.csv`` row ``{step, time_s, dice_faim, dice_merged, eval_s}``."""
+        from regbench import metrics
+        from regbench.transforms import warp_labels
+
+        began = time.perf_counter()
+        faim, merged = [], []
+        for moving, fixed in self.pairs:
+            outputs, crop = method.run_network(self.moving[moving], self.images[fixed])
+            field = outputs["field"][(slice(None), slice(None), *crop)].float().cpu()
+            labels = torch.from_numpy(self.labels[moving])[None, None]
+            warped = warp_labels(labels, field)[0, 0].numpy()
+            faim.append(metrics.nanmean(
+                metrics.region_dice_faim(warped, self.labels[fixed], self.regions).values()))
+            merged.append(metrics.nanmean(
+                metrics.region_dice_merged(warped, self.labels[fixed], self.regions).values()))
+        return {"step": step, "time_s": elapsed, "dice_faim": float(np.mean(faim)),
+                "dice_merged": float(np.mean(merged)), "eval_s": time.perf_counter() - began}
+
+
+def validation_pairs(dataset: Dataset, count: int) -> list[tuple[str, str]]:
+    """``count`` ordered pairs (moving, fixed) of the ``val`` split (the training split when the
+    dataset has fewer than 2 validation subjects), evenly spread over all its ordered pairs."""
+    subjects = dataset.val if len(dataset.val) >= 2 else dataset.train
+    overlap = sorted(set(subjects) & set(dataset.test))
+    if overlap:
+        raise InputError(f"{dataset.root}: subjects {overlap} are in the test split and in the "
+                         "split validation draws from")
+    pairs = list(itertools.permutations(subjects, 2))
+    if count >= len(pairs):
+        return pairs
+    return [pairs[i] for i in np.linspace(0, len(pairs) - 1, count).round().astype(int)]
+
+
+Offset = tuple[int, int, int]
+Draw = tuple[int, int, Offset, Offset]
+"""A training pair: moving index, fixed index, and each volume's own crop-jitter offset."""
+
+
 class PairSampler:
-    """Seeded ordered pairs of distinct subjects, each with a crop-jitter offset per axis."""
+    """Seeded ordered pairs of distinct subjects, each volume with its own crop-jitter offset."""
 
     def __init__(self, subjects: int, seed: int, jitter: int = 0) -> None:
         self.subjects = subjects
         self.jitter = jitter
         self.rng = np.random.default_rng(seed)
 
-    def draw(self, count: int) -> list[tuple[int, int, tuple[int, int, int]]]:
-        """``count`` draws of ``(moving index, fixed index, (dx, dy, dz))``."""
+    def draw(self, count: int) -> list[Draw]:
+        """``count`` draws of ``(moving index, fixed index, moving offset, fixed offset)``, each
+        offset ``(dx, dy, dz)`` in ``[-jitter, jitter]``."""
         draws = []
         for _ in range(count):
             moving = int(self.rng.integers(self.subjects))
             fixed = int(self.rng.integers(self.subjects - 1))
             fixed += fixed >= moving
-            offset = tuple(int(v) for v in self.rng.integers(-self.jitter, self.jitter + 1, 3))
-            draws.append((moving, fixed, offset))
+            offsets = self.rng.integers(-self.jitter, self.jitter + 1, (2, 3)).tolist()
+            draws.append((moving, fixed, tuple(offsets[0]), tuple(offsets[1])))
         return draws
 
 
-def _shift(volume: torch.Tensor, offset: tuple[int, int, int], jitter: int) -> torch.Tensor:
+def _shift(volume: torch.Tensor, offset: Offset, jitter: int) -> torch.Tensor:
     """Translate ``(B, C, *S)`` by whole voxels, ``out[x] = in[x - offset]``, edge padded."""
     if jitter == 0:
         return volume

@@ -186,7 +186,7 @@ def test_lpba40_lands_on_the_cropped_mni_grid(lpba40_prepared, mni_atlas):
 def test_lpba40_subset_splits():
     chosen = ["S02", "S40", "S01", "S31"]
     assert lpba40.subset_splits(chosen, protocol.LPBA40_SPLITS) == {
-        "train": ["S02", "S01"], "test": ["S40", "S31"]}
+        "train": ["S02", "S01"], "val": [], "test": ["S40", "S31"]}
 
 
 REGISTER_TWICE = """

@@ -21,6 +21,7 @@ from regbench.training import (
     learning_rate,
     load_checkpoint,
     train,
+    validation_pairs,
 )
 
 torch.set_num_threads(1)
@@ -135,7 +136,7 @@ def test_voxelmorph_loss_goes_down(demo_dataset, tmp_path):
     """The trained network's loss over every training pair is below the untrained one's."""
     volumes = TrainingVolumes(demo_dataset)
     pairs = list(itertools.permutations(range(len(volumes)), 2))
-    moving, fixed = volumes.batch([(m, f, (0, 0, 0)) for m, f in pairs], 0, 8,
+    moving, fixed = volumes.batch([(m, f, (0, 0, 0), (0, 0, 0)) for m, f in pairs], 0, 8,
                                   torch.device("cpu"))
 
     def mean_loss(method) -> float:
@@ -157,27 +158,29 @@ def test_pair_sampler_is_seeded_and_draws_distinct_subjects():
     draws = PairSampler(4, seed=7, jitter=3).draw(400)
     assert draws == PairSampler(4, seed=7, jitter=3).draw(400)
     assert draws != PairSampler(4, seed=8, jitter=3).draw(400)
-    assert all(m != f for m, f, _ in draws)
-    assert {(m, f) for m, f, _ in draws} == set(itertools.permutations(range(4), 2))
-    offsets = np.array([o for _, _, o in draws])
+    assert all(m != f for m, f, _, _ in draws)
+    assert {(m, f) for m, f, _, _ in draws} == set(itertools.permutations(range(4), 2))
+    offsets = np.array([o for _, _, *pair in draws for o in pair])
     assert offsets.min() == -3 and offsets.max() == 3
+    # Drawn per volume, as in the official code: moving and fixed shift apart too.
+    assert any(moving != fixed for _, _, moving, fixed in draws)
 
 
-def test_batches_shift_pairs_jointly_and_thin_the_moving_image(demo_dataset):
+def test_batches_shift_each_volume_and_thin_the_moving_image(demo_dataset):
     volumes = TrainingVolumes(demo_dataset, slice_step=4)
     image0, image1 = (demo_dataset.image(s) for s in demo_dataset.train[:2])
     assert np.array_equal(volumes.moving[0, 0].numpy(), thin_slices(image0, step=4, axis=1))
     assert np.array_equal(volumes.fixed[1, 0].numpy(), image1)
-    moving, fixed = volumes.batch([(0, 1, (2, 0, -1))], jitter=2, multiple=16,
+    moving, fixed = volumes.batch([(0, 1, (0, 1, 0), (2, 0, -1))], jitter=2, multiple=16,
                                   device=torch.device("cpu"))
     shape = demo_dataset.shape
     assert moving.shape == fixed.shape == (1, 1, 48, 48, 48)  # padded to multiples of 16
-    # out[x] = in[x - offset]: both volumes moved by (+2, 0, -1), edges replicated.
+    # out[x] = in[x - offset]: fixed moved by (+2, 0, -1), moving by (0, +1, 0), edges replicated.
     assert np.array_equal(fixed[0, 0, 2:shape[0], :shape[1], :shape[2] - 1].numpy(),
                           image1[:-2, :, 1:])
     assert np.array_equal(fixed[0, 0, 0, :shape[1], :shape[2] - 1].numpy(), image1[0, :, 1:])
-    assert np.array_equal(moving[0, 0, 2:shape[0], :shape[1], :shape[2] - 1].numpy(),
-                          thin_slices(image0, step=4, axis=1)[:-2, :, 1:])
+    assert np.array_equal(moving[0, 0, :shape[0], 1:shape[1], :shape[2]].numpy(),
+                          thin_slices(image0, step=4, axis=1)[:, :-1, :])
     assert not fixed[0, 0, shape[0]:].any()  # zero padding beyond the grid
 
 
@@ -192,3 +195,32 @@ def test_bad_configs_and_checkpoints_are_refused(demo_dataset, tmp_path):
         load_checkpoint(garbage)
     with pytest.raises(InputError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_validation_is_logged_every_n_steps_and_after_the_last(demo_dataset, tmp_path):
+    config = replace(CONFIG, steps=5, validate_every=2, validation_pairs=3, crop_jitter=0,
+                     moving_slice_step=1)
+    train(small_voxelmorph(), demo_dataset, tmp_path, config)
+    rows = read_log(tmp_path / "validation.csv")
+    assert [int(r["step"]) for r in rows] == [2, 4, 5]
+    for row in rows:
+        assert 0 < float(row["dice_faim"]) <= 1 and 0 < float(row["dice_merged"]) <= 1
+        assert float(row["eval_s"]) > 0
+    times = [float(r["time_s"]) for r in rows]
+    assert times == sorted(times)
+
+
+def test_validation_pairs_never_share_a_subject_with_the_test_split(demo_dataset, tmp_path):
+    from regbench.data.dataset import Dataset
+    from regbench.data.demo import make_demo
+
+    # No val split (6 subjects): pairs from the training split.
+    pairs = validation_pairs(demo_dataset, 5)
+    assert len(pairs) == 5 and len(set(pairs)) == 5
+    assert {s for pair in pairs for s in pair} <= set(demo_dataset.train)
+    # A val split (16 subjects: 9 train, 3 val, 4 test): pairs from it alone, all 6 of them.
+    dataset = Dataset.load(make_demo(tmp_path / "demo16", subjects=16, scale=0.125, seed=1))
+    assert len(dataset.val) == 3
+    pairs = validation_pairs(dataset, 10)
+    assert sorted(pairs) == sorted(itertools.permutations(dataset.val, 2))
+    assert not {s for pair in pairs for s in pair} & set(dataset.test)
