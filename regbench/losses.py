@@ -1,5 +1,5 @@
-"""Training losses shared by the learned methods (PROTOCOL.md: 1 - local squared NCC, window 9^3,
-plus the L2 norm of the spatial gradients of the predicted fields).
+"""Training losses shared by the learned methods (docs/protocol.md: 1 - local squared NCC,
+window 9^3, plus the L2 norm of the spatial gradients of the predicted fields).
 
 Thin wrappers of neurite's modules (``voxelmorph.nn.losses`` is not implemented in 0.3.4).
 """

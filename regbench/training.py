@@ -84,7 +84,7 @@ RUN_ONLY_FIELDS = ("checkpoint_every", "device", "threads", "num_workers")
 
 @dataclass
 class TrainConfig:
-    """Training hyper-parameters (defaults: PROTOCOL.md, scaled from epochs to steps).
+    """Training hyper-parameters (defaults: docs/protocol.md, scaled from epochs to steps).
 
     ``batch_size`` is the global batch: pairs per optimizer step over all processes.
     """

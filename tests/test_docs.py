@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +73,57 @@ def test_method_order_and_run_names(contracts_md):
     assert "A run at slice step `s > 1` is labelled `<Label> (slice step s)`" in text
     assert run_name("{method}", 8) == "{method}-slice8" and run_name("{method}", 1) == "{method}"
     assert "is the method's name, or `{method}-slice{step}` when" in text
+
+
+# --- nothing refers outside the repository --------------------------------------------------
+
+EXTERNAL_NOTES = re.compile(r"\b(?:PROTOCOL|CONTRACTS)\.md\b")
+"""The upper-case notes the project was once written from; docs/ holds what they said."""
+PARENT_PATH = re.compile(r"(?<![\w./])((?:\.\./)+[\w.\-/]*)")
+MARKDOWN_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def tracked_text_files() -> dict[str, str]:
+    """``{path: text}`` of every file git tracks in this checkout that reads as UTF-8 text."""
+    try:
+        listing = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
+                                 check=True).stdout.decode()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout: no list of tracked files")
+    files = {}
+    for name in filter(None, listing.split("\0")):
+        path = ROOT / name
+        if not path.is_file():  # deleted in the work tree, not yet in the index
+            continue
+        try:
+            files[name] = path.read_text()
+        except UnicodeDecodeError:
+            continue  # images, archives
+    return files
+
+
+def outside(base: Path, target: str) -> bool:
+    return not (base / target).resolve().is_relative_to(ROOT.resolve())
+
+
+def test_no_tracked_file_refers_outside_the_repository():
+    """No reference to notes outside the repository, to the checkout's parent folder, to a
+    ``../`` path that leaves the repository, or a Markdown link that does."""
+    files = tracked_text_files()
+    assert "docs/protocol.md" in files and "tests/test_docs.py" in files
+    parent = f"{ROOT.resolve().parent}/"
+    problems = []
+    for name, text in files.items():
+        base = (ROOT / name).parent
+        for number, line in enumerate(text.splitlines(), start=1):
+            found = [m.group(0) for m in EXTERNAL_NOTES.finditer(line)]
+            if parent != "/" and parent in line:
+                found.append(parent)
+            found += [p for p in PARENT_PATH.findall(line) if outside(base, p)]
+            if name.endswith(".md"):
+                found += [link for link in MARKDOWN_LINK.findall(line)
+                          if "://" not in link and not link.startswith(("#", "mailto:"))
+                          and (outside(base, link.split("#")[0])
+                               or not (base / link.split("#")[0]).exists())]
+            problems += [f"{name}:{number}: {item}" for item in dict.fromkeys(found)]
+    assert not problems, "references outside the repository:\n" + "\n".join(problems)
