@@ -1,6 +1,6 @@
 """Dual-PRNet (Hu et al., MICCAI 2019) and its two ablations, in PyTorch.
 
-Network (PROTOCOL.md "Model facts", widths of the official code):
+Network (docs/protocol.md, "Dual-PRNet"; widths of the official code):
 
 * **Feature pyramid** (:class:`FeaturePyramid`): a VoxResNet-like :class:`Encoder` of stride-2
   blocks (features at 1/2 .. 1/2**depth) followed by a :class:`RefineDecoder` (FPN-style Refine

@@ -5,7 +5,7 @@ into ``out_dir``::
 
     warped.nii.gz          moving image pulled through the field (trilinear)
     warped_labels.nii.gz   ORIGINAL moving labels pulled through the field (nearest neighbour)
-    metrics.json           the record of CONTRACTS.md, written last: its presence marks a
+    metrics.json           the record of docs/contracts.md, written last: its presence marks a
                            complete evaluation (an older one is removed before anything else)
 
 Undefined metric values (NaN, e.g. a region absent from both label maps) are written to

@@ -119,18 +119,40 @@ def checked_labels(data: np.ndarray, source: str | os.PathLike) -> np.ndarray:
     return labels
 
 
-def read_field(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read a displacement field stored as (X, Y, Z, 3) in voxel units.
+FIELD_INTENT_NAME = "disp_voxels"
+"""NIfTI intent name of the suite's fields: displacements in voxels along the array axes."""
 
-    Returns ``(field (3, X, Y, Z) float32, affine (4, 4))``.
+ITK_FIELD_INTENT_NAME = "disp_mm_lps"
+"""NIfTI intent name of :mod:`regbench.export`'s fields: ITK displacements in LPS mm."""
+
+
+def read_field(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a displacement field in voxel units, the suite's ``field.nii.gz``.
+
+    NIfTI's vector layout ``(X, Y, Z, 1, 3)`` (what :func:`write_field` writes) and the plain
+    ``(X, Y, Z, 3)`` of older files and other tools are both accepted. Component ``c`` is the
+    displacement along array axis ``c`` in voxels, pull convention.
+
+    Args:
+        path: The NIfTI file.
+
+    Returns:
+        ``(field (3, X, Y, Z) float32, affine (4, 4))``.
+
+    Raises:
+        InputError: If the file is unreadable, not a 3-vector field, holds NaN or Inf, or is
+            an ITK export of :mod:`regbench.export` (millimetres, not voxels).
     """
     data, affine = load_nifti(path)
+    if _intent_name(path) == ITK_FIELD_INTENT_NAME:
+        raise InputError(f"{path}: an ITK/ANTs export (LPS millimetres), not a field in voxels; "
+                         "give the field.nii.gz it was exported from")
     data = data.astype(np.float32)
     if data.ndim == 5 and data.shape[3] == 1:
         data = data[:, :, :, 0, :]
     if data.ndim != 4 or data.shape[-1] != 3:
-        raise InputError(
-            f"{path}: expected a displacement field of shape (X, Y, Z, 3), got {data.shape}")
+        raise InputError(f"{path}: expected a displacement field of shape (X, Y, Z, 1, 3) or "
+                         f"(X, Y, Z, 3), got {data.shape}")
     if not np.all(np.isfinite(data)):
         raise InputError(f"{path}: displacement field holds NaN or Inf values")
     return np.ascontiguousarray(np.moveaxis(data, -1, 0)), affine
@@ -151,12 +173,42 @@ def write_image(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray) -
 
 
 def write_field(path: str | os.PathLike, field: np.ndarray, affine: np.ndarray) -> None:
-    """Write a (3, X, Y, Z) displacement field in voxel units as an (X, Y, Z, 3) NIfTI vector."""
-    field = np.asarray(field, dtype=np.float32)
-    if field.ndim != 4 or field.shape[0] != 3:
-        raise ValueError(f"field must have shape (3, X, Y, Z), got {field.shape}")
-    img = nib.Nifti1Image(np.ascontiguousarray(np.moveaxis(field, 0, -1)), affine)
-    img.header.set_intent("vector", name="disp_voxels")
+    """Write a displacement field in voxel units as a NIfTI vector image (the suite's format).
+
+    Args:
+        path: Destination (``.nii.gz``); written atomically.
+        field: ``(3, X, Y, Z)``, component ``c`` along array axis ``c`` in voxels.
+        affine: The fixed image's voxel -> world affine ``(4, 4)``.
+
+    Raises:
+        ValueError: If ``field`` is not ``(3, X, Y, Z)``.
+    """
+    write_vector_image(path, field, affine, FIELD_INTENT_NAME)
+
+
+def write_vector_image(path: str | os.PathLike, vectors: np.ndarray, affine: np.ndarray,
+                       intent_name: str) -> None:
+    """Write ``vectors (3, X, Y, Z)`` as NIfTI-1's vector layout ``(X, Y, Z, 1, 3)`` float32.
+
+    The fifth axis holds the components and the intent is ``vector`` (NIFTI_INTENT_VECTOR), so
+    ITK, ANTs, FSL and ITK-SNAP read one 3-vector per voxel, not a time series.
+
+    Args:
+        path: Destination (``.nii`` or ``.nii.gz``); written atomically.
+        vectors: ``(3, X, Y, Z)`` components, first axis.
+        affine: Voxel -> world affine ``(4, 4)``.
+        intent_name: NIfTI ``intent_name`` (at most 15 characters) saying what the vectors are.
+
+    Raises:
+        ValueError: If ``vectors`` is not ``(3, X, Y, Z)``.
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 4 or vectors.shape[0] != 3:
+        raise ValueError(f"field must have shape (3, X, Y, Z), got {vectors.shape}")
+    data = np.ascontiguousarray(np.moveaxis(vectors, 0, -1)[:, :, :, None, :])
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_intent("vector", name=intent_name)
+    img.header.set_xyzt_units("mm")
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
 
@@ -191,3 +243,9 @@ def _squeeze_3d(data: np.ndarray, path: str | os.PathLike) -> np.ndarray:
     if data.ndim != 3:
         raise InputError(f"{path}: expected a 3D volume, got shape {data.shape}")
     return data
+
+
+def _intent_name(path: str | os.PathLike) -> str:
+    """The NIfTI ``intent_name`` of a readable image ('' for formats without one)."""
+    header = nib.load(str(path)).header
+    return str(header.get_intent()[2]) if hasattr(header, "get_intent") else ""

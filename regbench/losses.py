@@ -1,4 +1,5 @@
-"""Training losses shared by the learned methods: local NCC and the smoothness penalty.
+"""Training losses shared by the learned methods (docs/protocol.md): local NCC and the smoothness
+penalty.
 
 Both are the formulas of the authors' code, Dual-PRNet's (``op/losses.py`` of the official
 repository) and VoxelMorph's (``voxelmorph.torch.losses`` of voxelmorph 0.2), which agree:

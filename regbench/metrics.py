@@ -3,8 +3,10 @@
 Label maps are integer arrays ``(X, Y, Z)`` on one grid; displacement fields are ``(3, X, Y, Z)``
 in voxel units with the pull convention of :mod:`regbench.transforms`
 (``warped(x) = moving(x + u(x))``). A value that is undefined for a pair (a label or region
-absent from both maps, a region missing from one of them) is ``NaN``; means over labels or
-regions ignore ``NaN`` (``np.nanmean``).
+absent from both maps) is ``NaN``; means over labels or regions ignore ``NaN``
+(``np.nanmean``). A label or region present in only one map is a failure, not an undefined
+value: its Dice is 0 and its HD95 is the image diagonal (:func:`image_diagonal`), the worst
+case, so a method that loses a region entirely is penalised in both (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -125,6 +127,19 @@ def log_jacobian_std(field: np.ndarray) -> float:
     return float(np.std(np.log(det)))
 
 
+def image_diagonal(shape: Sequence[int], spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> float:
+    """Diagonal in mm of the field of view of a grid: ``sqrt(sum((n_a * spacing_a) ** 2))``.
+
+    The field of view spans ``n_a`` voxels of ``spacing_a`` mm along axis ``a``; its diagonal
+    exceeds every distance between two voxel centres of the grid, hence every HD95 of two
+    non-empty masks on it. :func:`hd95` gives it to a mask that is empty on one side only.
+    """
+    if len(shape) != len(spacing):
+        raise ValueError(f"shape {tuple(shape)} and spacing {tuple(spacing)} differ in length")
+    extent = np.asarray(shape, dtype=np.float64) * np.asarray(spacing, dtype=np.float64)
+    return float(np.sqrt(np.sum(extent**2)))
+
+
 def hd95(pred: np.ndarray, target: np.ndarray,
          spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> float:
     """Symmetric 95th-percentile Hausdorff distance in mm between two boolean masks ``(X, Y, Z)``.
@@ -132,17 +147,32 @@ def hd95(pred: np.ndarray, target: np.ndarray,
     Surfaces are the mask voxels with a 6-neighbour outside the mask (or on the volume's edge).
     For each surface voxel of one mask the distance to the nearest surface voxel of the other is
     taken (Euclidean, ``spacing`` mm per voxel along each axis); the result is the larger of the
-    two directed 95th percentiles, as in MONAI and Learn2Reg's surface-distance code. ``NaN`` if
-    either mask is empty (the distance is undefined, and ``inf`` would swamp every mean).
+    two directed 95th percentiles, as in MONAI and Learn2Reg's surface-distance code.
 
     Nearest surface voxels are found with a k-d tree over the surface voxels' mm coordinates:
     exactly what a distance transform with ``sampling=spacing`` gives, about 3x faster on
     160 x 192 x 160 brains, whose large regions make the transform's bounding box big.
+
+    Args:
+        pred: Boolean mask ``(X, Y, Z)``, e.g. a region of the warped moving labels.
+        target: Boolean mask of the same shape, e.g. the region in the fixed labels.
+        spacing: Voxel size in mm along each array axis.
+
+    Returns:
+        The distance in mm. When exactly one mask is empty (a method lost the region, or made
+        one that is not there) there is no surface to measure against: the result is the worst
+        case, :func:`image_diagonal` of the grid. ``NaN`` when both are empty (nothing to score).
+
+    Raises:
+        ValueError: If the masks differ in shape.
     """
     _check_same_shape(pred, target)
     pred, target = np.asarray(pred, dtype=bool), np.asarray(target, dtype=bool)
-    if not pred.any() or not target.any():
+    pred_empty, target_empty = not pred.any(), not target.any()
+    if pred_empty and target_empty:
         return float("nan")
+    if pred_empty or target_empty:
+        return image_diagonal(pred.shape, spacing)
     # Both masks lie inside their joint bounding box, so cropping to it changes no surface voxel.
     box = ndimage.find_objects((pred | target).astype(np.int8))[0]
     scale = np.asarray(spacing, dtype=np.float64)
@@ -155,7 +185,11 @@ def hd95(pred: np.ndarray, target: np.ndarray,
 
 def region_hd95(pred: np.ndarray, target: np.ndarray, regions: Mapping[str, Sequence[int]],
                 spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> dict[str, float]:
-    """:func:`hd95` in mm of each region after relabelling both maps into regions."""
+    """:func:`hd95` in mm of each region after relabelling both maps into regions.
+
+    A region found in one map only gets the image diagonal (the worst case); a region absent
+    from both gets ``NaN``, which means over regions skip.
+    """
     pred_regions, target_regions = relabel(pred, regions), relabel(target, regions)
     return {name: hd95(pred_regions == index, target_regions == index, spacing)
             for index, name in enumerate(regions, start=1)}

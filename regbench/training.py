@@ -95,7 +95,7 @@ RUN_ONLY_FIELDS = ("checkpoint_every", "device", "threads", "num_workers", "vali
 
 @dataclass
 class TrainConfig:
-    """Training hyper-parameters (defaults: PROTOCOL.md, scaled from epochs to steps).
+    """Training hyper-parameters (defaults: docs/protocol.md, scaled from epochs to steps).
 
     ``batch_size`` is the global batch: pairs per optimizer step over all processes.
     ``validate_every`` (0: never) and ``validation_pairs`` set the validation (module docstring).

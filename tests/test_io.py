@@ -114,24 +114,50 @@ def test_read_labels_rejects_an_empty_map(tmp_path):
         read_labels(save(tmp_path / "empty.nii.gz", np.zeros((4, 4, 4), np.int16)))
 
 
-def test_field_round_trip_and_layout(tmp_path):
+def test_field_round_trip_and_nifti_vector_layout(tmp_path):
     field = np.random.default_rng(2).normal(size=(3, 5, 6, 7)).astype(np.float32)
     write_field(tmp_path / "f.nii.gz", field, AFFINE)
     stored = nib.load(str(tmp_path / "f.nii.gz"))
-    assert stored.shape == (5, 6, 7, 3)  # components last on disk
+    # NIfTI-1 vectors: components on the fifth axis, intent vector (ITK/ANTs/FSL read a
+    # displacement per voxel, not a 3-volume time series).
+    assert stored.shape == (5, 6, 7, 1, 3)
+    assert int(stored.header["intent_code"]) == 1007  # NIFTI_INTENT_VECTOR
+    assert stored.header.get_intent()[0] == "vector"
+    assert stored.header.get_intent()[2] == io.FIELD_INTENT_NAME
+    assert np.array_equal(np.asarray(stored.dataobj)[:, :, :, 0, :], np.moveaxis(field, 0, -1))
     read, affine = read_field(tmp_path / "f.nii.gz")
     assert read.shape == (3, 5, 6, 7) and np.array_equal(read, field)
+    assert np.allclose(affine, AFFINE)
     with pytest.raises(ValueError, match=r"\(3, X, Y, Z\)"):
         write_field(tmp_path / "g.nii.gz", field[:2], AFFINE)
 
 
+def test_read_field_accepts_the_older_x_y_z_3_layout(tmp_path):
+    """Fields of earlier versions and of tools that write components last, without intent."""
+    field = np.random.default_rng(3).normal(size=(3, 5, 6, 7)).astype(np.float32)
+    path = save(tmp_path / "old.nii.gz", np.moveaxis(field, 0, -1))
+    assert nib.load(str(path)).shape == (5, 6, 7, 3)
+    read, _ = read_field(path)
+    assert np.array_equal(read, field)
+
+
 def test_read_field_rejects_bad_fields(tmp_path):
-    with pytest.raises(InputError, match=r"two\.nii\.gz: expected a displacement field"):
+    with pytest.raises(InputError, match=r"two\.nii\.gz: expected a displacement field of "
+                                         r"shape \(X, Y, Z, 1, 3\) or \(X, Y, Z, 3\)"):
         read_field(save(tmp_path / "two.nii.gz", np.zeros((5, 6, 7, 2), np.float32)))
+    with pytest.raises(InputError, match=r"five\.nii\.gz: expected a displacement field"):
+        read_field(save(tmp_path / "five.nii.gz", np.zeros((5, 6, 7, 2, 3), np.float32)))
     bad = np.zeros((5, 6, 7, 3), np.float32)
     bad[0, 0, 0, 1] = np.inf
     with pytest.raises(InputError, match=r"inf\.nii\.gz: displacement field holds NaN or Inf"):
         read_field(save(tmp_path / "inf.nii.gz", bad))
+
+
+def test_read_field_refuses_an_itk_export_in_millimetres(tmp_path):
+    path = tmp_path / "itk.nii.gz"
+    io.write_vector_image(path, np.zeros((3, 5, 6, 7)), AFFINE, io.ITK_FIELD_INTENT_NAME)
+    with pytest.raises(InputError, match=r"itk\.nii\.gz: an ITK/ANTs export \(LPS millimetres\)"):
+        read_field(path)
 
 
 def test_read_json_errors(tmp_path):

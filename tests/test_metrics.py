@@ -13,6 +13,7 @@ from regbench.metrics import (
     dice_per_label,
     folding_percent,
     hd95,
+    image_diagonal,
     jacobian_determinant,
     log_jacobian_std,
     nanmean,
@@ -195,10 +196,32 @@ def test_hd95_ignores_a_lone_outlier_that_hausdorff_would_not():
     assert hd95(target, target) == 0.0
 
 
-def test_hd95_is_nan_when_a_mask_is_empty():
+def test_image_diagonal_is_the_field_of_view_diagonal():
+    assert image_diagonal((3, 4, 12)) == pytest.approx(13.0)  # 3-4-5, then 5-12-13
+    assert image_diagonal((160, 192, 160), (1.0, 1.0, 1.0)) == pytest.approx(
+        image_diagonal((80, 96, 80), (2.0, 2.0, 2.0)))
+    assert image_diagonal((10, 10, 10), (0.5, 1.0, 2.0)) == pytest.approx(math.sqrt(25 + 100 + 400))
+    with pytest.raises(ValueError, match="differ in length"):
+        image_diagonal((4, 4, 4), (1.0, 1.0))
+
+
+def test_hd95_of_a_vanished_mask_is_the_image_diagonal():
+    """A region lost by a method (or invented by it) scores the worst case: the diagonal of the
+    field of view in mm, more than any two non-empty masks on the grid can be apart."""
+    spacing = (1.2, 0.8, 2.0)
+    diagonal = math.sqrt(sum((n * s) ** 2 for n, s in zip(SHAPE, spacing, strict=True)))
     empty = np.zeros(SHAPE, dtype=bool)
-    assert math.isnan(hd95(empty, cube((2, 2, 2), 3)))
-    assert math.isnan(hd95(cube((2, 2, 2), 3), empty))
+    present = cube((2, 2, 2), 3)
+    assert hd95(empty, present, spacing) == pytest.approx(diagonal)
+    assert hd95(present, empty, spacing) == pytest.approx(diagonal)
+    # Worse than the farthest apart two single voxels can be: opposite corners of the grid.
+    corners = np.zeros(SHAPE, dtype=bool), np.zeros(SHAPE, dtype=bool)
+    corners[0][0, 0, 0] = corners[1][-1, -1, -1] = True
+    assert hd95(*corners, spacing) < hd95(empty, present, spacing)
+
+
+def test_hd95_is_nan_when_both_masks_are_empty():
+    empty = np.zeros(SHAPE, dtype=bool)
     assert math.isnan(hd95(empty, empty))
 
 
@@ -238,3 +261,19 @@ def test_region_hd95_uses_merged_regions():
     assert result["B"] == pytest.approx(hd95(pred == 3, target == 3, (1.0, 2.0, 3.0)))
     assert result["B"] == pytest.approx(1.0)  # shifted one voxel along axis 0 (1 mm)
     assert math.isnan(result["Absent"])
+
+
+def test_region_hd95_of_a_vanished_region_is_the_worst_case_and_counts_in_the_mean():
+    """Region B lost from the warped labels: its HD95 is the image diagonal, and the mean over
+    regions includes it instead of skipping it; a region absent from both maps stays NaN."""
+    pred, target, regions = faim_vs_merged_case()
+    spacing = (1.0, 2.0, 3.0)
+    lost = pred.copy()
+    lost[lost == 3] = 0
+    result = region_hd95(lost, target, {**regions, "Absent": [50]}, spacing)
+    assert result["B"] == pytest.approx(image_diagonal(SHAPE, spacing))
+    assert result["A"] == 0.0 and math.isnan(result["Absent"])
+    assert nanmean(result.values()) == pytest.approx(image_diagonal(SHAPE, spacing) / 2)
+    # The method that loses B scores worse than the one that only shifts it.
+    kept = region_hd95(pred, target, regions, spacing)
+    assert nanmean(result.values()) > nanmean(kept.values())

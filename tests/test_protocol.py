@@ -1,6 +1,5 @@
-"""The protocol tables (regbench.data.protocol) against explicit lists typed here and against
-shared/PROTOCOL.md (``../shared/PROTOCOL.md`` from the repository root; those tests are skipped
-where the file is absent)."""
+"""The protocol tables (regbench.data.protocol, regbench.data.demo) against explicit lists typed
+here and against docs/protocol.md, which must describe exactly what the code does."""
 
 from __future__ import annotations
 
@@ -10,10 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from markdown_tables import flat, section, table
 
-from regbench.data import protocol
+from regbench.data import demo, protocol
+from regbench.metrics import LOG_JACOBIAN_EPS, image_diagonal
+from regbench.reports.style import DATASET_NAMES
 
-PROTOCOL_MD = Path(__file__).resolve().parents[2] / "shared" / "PROTOCOL.md"
+ROOT = Path(__file__).resolve().parents[1]
+PROTOCOL_MD = ROOT / "docs" / "protocol.md"
 
 LPBA40_IDS = [
     21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34,  # frontal
@@ -145,13 +149,11 @@ def test_crop_larger_than_volume_is_refused():
         protocol.crop_start((150, 192, 160))
 
 
-# --- against shared/PROTOCOL.md -----------------------------------------------------------------
+# --- against docs/protocol.md ------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def protocol_md() -> str:
-    if not PROTOCOL_MD.is_file():
-        pytest.skip(f"{PROTOCOL_MD} not present")
     return PROTOCOL_MD.read_text()
 
 
@@ -165,77 +167,155 @@ def ids_in(text: str) -> set[int]:
     return found
 
 
-def section(text: str, start: str, end: str) -> str:
-    begin = text.index(start) + len(start)
-    return text[begin:text.index(end, begin)]
+def name_pairs(rows: list[dict[str, str]], names: str) -> dict[int, str]:
+    """``{label: "L name" / "R name" / "name"}`` from rows of ``Left | Right | <names>``."""
+    found = {}
+    for row in rows:
+        if not row["Right"]:
+            found[int(row["Left"])] = row[names]
+            continue
+        found[int(row["Left"])] = f"L {row[names]}"
+        found[int(row["Right"])] = f"R {row[names]}"
+    return found
 
 
-def test_lpba40_against_protocol_md(protocol_md):
-    lpba = re.sub(r"\s+", " ", section(protocol_md, "## LPBA40", "## Mindboggle-101"))
-    labels = section(lpba, "56 labels (odd = left, even = right):", "- 7-region merge")
-    assert ids_in(labels) == set(protocol.LPBA40_LABELS)
-    merge = section(lpba, "7-region merge (FAIM, followed by the paper):", "- Split")
-    regions = {}
-    for part in merge.split("|"):
-        name, _, ids = part.strip().partition(" ")
-        if name == "not":
-            assert ids_in(ids) == {161, 162, 181, 182}
-        else:
-            regions[name] = sorted(ids_in(ids))
+def test_lpba40_labels_regions_and_split_against_protocol_md(protocol_md):
+    assert name_pairs(table(protocol_md, "#### LPBA40 labels"), "Structure") == (
+        protocol.LPBA40_LABELS)
+    rows = table(protocol_md, "#### LPBA40 regions")
+    regions = {row["Region"]: sorted(ids_in(row["Labels"])) for row in rows}
     assert regions == protocol.LPBA40_REGIONS
-    split = re.search(r"train S(\d+)-S(\d+) \((\d+) x (\d+) = (\d+) ordered pairs\), "
-                      r"test S(\d+)-S(\d+) \((\d+) x (\d+) = (\d+)", lpba)
-    first, last, n, m, pairs, test_first, test_last, tn, tm, test_pairs = map(int, split.groups())
-    assert protocol.LPBA40_SPLITS["train"] == [f"S{i:02d}" for i in range(first, last + 1)]
-    assert protocol.LPBA40_SPLITS["test"] == [f"S{i:02d}" for i in range(test_first,
-                                                                         test_last + 1)]
-    assert (n * m, tn * tm) == (pairs, test_pairs) == (870, 90)
+    assert list(regions) == list(protocol.LPBA40_REGIONS)  # table order
+    unused = set(protocol.LPBA40_LABELS) - {i for ids in regions.values() for i in ids}
+    prose = flat(section(protocol_md, "#### LPBA40 regions").split("|")[0])
+    assert unused == {161, 162, 181, 182}
+    assert "Four labels belong to no region" in prose and ids_in(prose) == unused
+    split = {row["Split"]: row for row in table(protocol_md, "#### LPBA40 split")}
+    for name, row in split.items():
+        first, last = (int(i) for i in re.fullmatch(r"S(\d+)-S(\d+)", row["Subjects"]).groups())
+        assert protocol.LPBA40_SPLITS[name] == [f"S{i:02d}" for i in range(first, last + 1)]
+        assert ordered_pairs(last - first + 1) == int(row["Ordered pairs"])
+    assert set(split) == set(protocol.LPBA40_SPLITS)
     grid = re.search(r"Delineation grid: (\d+) x (\d+) x (\d+) voxels of ([\d.]+) x ([\d.]+) x "
-                     r"([\d.]+) mm", lpba)
-    assert tuple(map(int, grid.groups()[:3])) == protocol.LPBA40_DELINEATION_SHAPE
-    assert tuple(map(float, grid.groups()[3:])) == protocol.LPBA40_DELINEATION_SPACING
+                     r"([\d.]+) mm", flat(protocol_md)).groups()
+    assert tuple(map(int, grid[:3])) == protocol.LPBA40_DELINEATION_SHAPE
+    assert tuple(map(float, grid[3:])) == protocol.LPBA40_DELINEATION_SPACING
 
 
 def test_mindboggle101_against_protocol_md(protocol_md):
-    mb = section(protocol_md, "## Mindboggle-101", "## Preprocessing")
-    merge = section(mb, "5-region merge:", "(DKT31")
-    regions = {}
-    for part in merge.split("|"):
-        name, _, ids = part.strip().partition(" ")
-        regions[name] = sorted(ids_in(ids.split("(")[0]))
-    assert regions == {
-        name: [i for i in ids if i < 2000] for name, ids in protocol.MINDBOGGLE101_REGIONS.items()}
-    assert "right = left + 1000" in mb
-    mapping = section(mb, "(DKT31 -> DKT25:", ".)")
-    documented = {}
-    for rule in mapping.split(";"):
-        sources, target = rule.split("->")
-        documented.update({i: int(target) for i in ids_in(sources)})
-    assert documented == {k: v for k, v in protocol.DKT31_TO_DKT25.items() if k < 2000}
-    groups = section(mb, "Groups:", "\n").strip(" .").split(", ")
-    assert groups == list(protocol.MINDBOGGLE101_GROUPS)
-    flat = re.sub(r"\s+", " ", mb)  # sentences wrap across lines
-    split = re.search(r"train (\S+) \+ (\S+) \((\d+) subjects, (\d+) ordered pairs\); "
-                      r"test (\S+) \((\d+) subjects, (\d+) ordered pairs\)", flat)
-    train_a, train_b, n, pairs, test, tn, test_pairs = split.groups()
-    assert protocol.MINDBOGGLE101_SPLIT_GROUPS == {"train": [train_a, train_b], "test": [test]}
-    sizes = (protocol.MINDBOGGLE101_GROUPS[train_a] + protocol.MINDBOGGLE101_GROUPS[train_b],
-             protocol.MINDBOGGLE101_GROUPS[test])
-    assert sizes == (int(n), int(tn))
-    assert (ordered_pairs(sizes[0]), ordered_pairs(sizes[1])) == (int(pairs), int(test_pairs))
-    rows = re.search(r"sform rows \(([^)]*)\) \(([^)]*)\) \(([^)]*)\)", flat).groups()
-    np.testing.assert_array_equal(
-        [[float(v) for v in row.split(",")] for row in rows], np.asarray(protocol.MNI_AFFINE)[:3])
-    shape = re.search(r"(\d+) x (\d+) x (\d+), sform", flat).groups()
-    assert tuple(map(int, shape)) == protocol.MNI_SHAPE
+    rows = table(protocol_md, "#### Mindboggle101 groups and split")
+    assert {row["Group"]: int(row["Subjects"]) for row in rows} == protocol.MINDBOGGLE101_GROUPS
+    assert [row["Group"] for row in rows] == list(protocol.MINDBOGGLE101_GROUPS)
+    for split, groups in protocol.MINDBOGGLE101_SPLIT_GROUPS.items():
+        assert [row["Group"] for row in rows if row["Split"] == split] == groups
+    assert {row["Split"] for row in rows} == {*protocol.MINDBOGGLE101_SPLIT_GROUPS, "not used"}
+    sizes = {split: sum(protocol.MINDBOGGLE101_GROUPS[g] for g in groups)
+             for split, groups in protocol.MINDBOGGLE101_SPLIT_GROUPS.items()}
+    assert (f"The training split has {sizes['train']} subjects "
+            f"({ordered_pairs(sizes['train'])} ordered pairs), the test split {sizes['test']} "
+            f"({ordered_pairs(sizes['test'])} ordered pairs).") in flat(protocol_md)
+
+    assert name_pairs(table(protocol_md, "#### Mindboggle101 labels"), "Structure") == (
+        protocol.MINDBOGGLE101_LABELS)
+    merges = {int(row["DKT31 label (left)"]): int(row["Becomes (left)"])
+              for row in table(protocol_md, "#### DKT31 to DKT25")}
+    assert merges == {k: v for k, v in protocol.DKT31_TO_DKT25.items() if k < 2000}
+    assert merges and not set(merges) & set(protocol.MINDBOGGLE101_LABELS)
+    assert "right ID is the left ID plus 1000" in flat(protocol_md)
+
+    rows = table(protocol_md, "#### Mindboggle101 regions")
+    assert {row["Region"]: sorted(ids_in(row["Left labels"])) for row in rows} == {
+        name: sorted(i for i in ids if i < 2000)
+        for name, ids in protocol.MINDBOGGLE101_REGIONS.items()}
+    assert [row["Region"] for row in rows] == list(protocol.MINDBOGGLE101_REGIONS)
 
 
-def test_crop_against_protocol_md(protocol_md):
-    text = re.sub(r"\s+", " ", section(protocol_md, "## Preprocessing", "## Region Dice"))
-    assert "start = size // 2 - target // 2" in text
-    size = re.search(r"Centre crop to (\d+) x (\d+) x (\d+)", text).groups()
-    assert tuple(map(int, size)) == protocol.CROP_SHAPE
-    slices = re.search(r"\[(\d+):(\d+), (\d+):(\d+), (\d+):(\d+)\]", text).groups()
-    bounds = list(map(int, slices))
-    assert protocol.crop_slices(protocol.MNI_SHAPE) == tuple(
-        slice(bounds[i], bounds[i + 1]) for i in (0, 2, 4))
+def test_demo_against_protocol_md(protocol_md):
+    text = flat(section(protocol_md, "### The embedded demo"))
+    rows = table(protocol_md, "#### Demo labels and regions")
+    assert name_pairs(rows, "Region") == demo.DEMO_LABELS
+    assert {row["Region"]: [int(row["Left"]), int(row["Right"])] for row in rows} == (
+        demo.DEMO_REGIONS)
+    assert [row["Region"] for row in rows] == list(protocol.LPBA40_REGIONS)  # LPBA40's order
+    assert f"{len(demo.DEMO_LABELS)} labels drawn on the template" in text
+    for scale in (0.5, 0.25):
+        shape, affine = demo.demo_grid(scale)
+        size = " x ".join(map(str, shape))
+        assert f"{scale:g} gives {size} voxels of {1 / scale:g} mm" in text
+        assert np.allclose(np.abs(np.diag(affine[:3, :3])), 1 / scale)
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())["datasets"]["demo"]
+    assert (f"The default configuration uses {config['subjects']} subjects at scale "
+            f"{config['scale']:g} with seed {config['seed']}.") in text
+    train, val, test = demo.demo_split(config["subjects"])
+    assert (f"With the default {config['subjects']} subjects: {len(train)} training, "
+            f"{len(val)} validation and {len(test)} test subjects, i.e. "
+            f"{ordered_pairs(len(test))} ordered test pairs.") in text
+    assert f"at least 2 and at most {demo.MAX_TEST_SUBJECTS}." in text
+    assert f"at most {demo.MAX_VAL_SUBJECTS}, and empty when that quarter has fewer than 2" in text
+    for n in range(demo.MIN_SUBJECTS, 40):  # the rule as written, against the code
+        train, val, test = demo.demo_split(n)
+        expected_test = min(demo.MAX_TEST_SUBJECTS, max(2, n // 4))
+        expected_val = min(demo.MAX_VAL_SUBJECTS, (n - expected_test) // 4)
+        expected_val = expected_val if expected_val >= 2 else 0
+        assert (len(test), len(val)) == (expected_test, expected_val)
+    # The generator's parameters, as the page states them.
+    spacings = ", ".join(f"{s:g}" for s, _ in demo._VELOCITY_LEVELS[:-1])
+    amplitudes = ", ".join(f"{a:g}" for _, a in demo._VELOCITY_LEVELS[:-1])
+    last_spacing, last_amplitude = demo._VELOCITY_LEVELS[-1]
+    assert (f"control grids of {spacings} and {last_spacing:g} mm with relative amplitudes "
+            f"{amplitudes} and {last_amplitude:g}") in text
+    assert "between {:g} and {:g} mm".format(*demo._MAX_VELOCITY_MM) in text
+    assert f"integrated in {demo._INTEGRATION_STEPS} scaling-and-squaring steps" in text
+    assert (f"rotations up to {demo._ROTATION_DEG:g} degrees, scalings up to "
+            f"{100 * demo._SCALING:g} %, shears up to {demo._SHEAR:g}, translations up to "
+            f"{demo._TRANSLATION_MM:g} mm") in text
+    assert (f"control grid of {demo._BIAS_SPACING_MM:g} mm, log standard deviation "
+            f"{demo._BIAS_LOG_STD:g}") in text
+    assert f"exp(-{demo._GAMMA_LOG_RANGE:g}) and exp({demo._GAMMA_LOG_RANGE:g})" in text
+    assert "sigma of {:g} to {:g} % of the maximum".format(
+        *(100 * s for s in demo._NOISE_RANGE)) in text
+
+
+def test_grid_and_crop_against_protocol_md(protocol_md):
+    text = flat(section(protocol_md, "## Grid and preprocessing"))
+    shape = " x ".join(map(str, protocol.MNI_SHAPE))
+    assert f"MNI152 grid.** {shape} voxels of 1 mm" in text
+    rows = ", ".join("(" + ", ".join(f"{v:g}" for v in row) + ")"
+                     for row in np.asarray(protocol.MNI_AFFINE)[:3])
+    assert f"sform rows {rows}." in text
+    assert "`start = size // 2 - target // 2`" in text
+    bounds = ", ".join(f"{s.start}:{s.stop}" for s in protocol.crop_slices(protocol.MNI_SHAPE))
+    assert f"On the MNI grid that is `[{bounds}]`." in text
+    crop = " x ".join(map(str, protocol.CROP_SHAPE))
+    assert f"the paper's {crop} crop of the FSL MNI152 1 mm grid" in text
+
+
+def test_metrics_against_protocol_md(protocol_md):
+    text = flat(section(protocol_md, "### Metrics"))
+    low, high = re.search(r"clipped to \[([-+.e\d]+), ([-+.e\d]+)\]", text).groups()
+    assert (float(low), float(high)) == (LOG_JACOBIAN_EPS, 1e9)
+    for shape, spacing, name in (((160, 192, 160), 1, "160 x 192 x 160 grid of 1 mm"),
+                                 ((80, 96, 80), 2, "demo's 80 x 96 x 80 of 2 mm")):
+        assert name in text
+        diagonal = image_diagonal(shape, (spacing,) * 3)
+        assert f"It is {diagonal:.1f} mm on the" in text
+    assert "**diagonal of the image in mm**, `sqrt(sum((n_a * s_a)^2))`" in text
+
+
+def test_paper_numbers_against_protocol_md(protocol_md):
+    datasets = {DATASET_NAMES[key]: key for key in protocol.PAPER_REFERENCE}
+    found: dict[str, dict[str, dict[str, float]]] = {}
+    for row in table(protocol_md, "### Table 1 and Fig. 4"):
+        values = {column: float(value) for column, value in row.items()
+                  if column not in ("Dataset", "Method") and value}
+        found.setdefault(datasets[row["Dataset"]], {})[row["Method"]] = values
+    assert found == protocol.PAPER_REFERENCE
+    ablation = {datasets[row["Dataset"]]: {
+        "dual-stream single-field": float(row["Dual-stream, single field"]),
+        "dual-stream pyramid": float(row["Dual-stream, pyramid (Dual-PRNet)"]),
+    } for row in table(protocol_md, "### Ablation")}
+    assert ablation == protocol.PAPER_ABLATION
+    (dataset, values), = protocol.PAPER_SLICE_SPACING.items()
+    assert (f"Dual-PRNet on {DATASET_NAMES[dataset]} with the moving volume thinned from 192 to "
+            f"24 slices, mean Dice {values['Dual-PRNet']:.3f}") in flat(
+        section(protocol_md, "### Large slice spacing"))

@@ -56,7 +56,7 @@ DEVICES = {"dualprnet": "NVIDIA Test GPU", "syn": "Test CPU (1 thread)"}
 def record(dataset: str, method: str, moving: str, fixed: str, faim: tuple, merged: tuple,
            time_s: float, folding: float, logjac: float, hd95: float,
            regions: tuple[str, str] = ("A", "B"), slice_step: int = 1, **extra) -> dict:
-    """A metrics.json record (CONTRACTS.md) with per-pair means computed from the regions."""
+    """A metrics.json record (docs/contracts.md) with per-pair means computed from the regions."""
     return {
         "dataset": dataset, "method": method, "moving": moving, "fixed": fixed,
         "dice_faim": dict(zip(regions, faim, strict=True)),

@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "regbench.cli.prepare",
     "regbench.cli.methods",
     "regbench.cli.evaluate",
+    "regbench.cli.export",
     "regbench.cli.report",
 )
 

@@ -24,7 +24,7 @@ def add_commands(subparsers) -> None:
     parser = subparsers.add_parser(
         "aggregate", help="collect metrics.json records into one per_pair.csv",
         description="Read metrics.json files (given, and/or found below --from-dir) into a "
-                    "per-pair table: one row per registered pair (CONTRACTS.md columns).")
+                    "per-pair table: one row per registered pair (columns: docs/contracts.md).")
     parser.add_argument("metrics", nargs="*", type=Path, help="metrics.json files")
     parser.add_argument("--from-dir", "--pairs", dest="from_dir", action="append", type=Path,
                         default=[], metavar="DIR",

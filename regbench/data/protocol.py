@@ -1,7 +1,7 @@
 """The evaluation protocol as data: label tables, region merges, splits, grids, paper numbers.
 
-Everything here is transcribed from ``shared/PROTOCOL.md`` (the Dual-PRNet paper, FAIM and the
-dataset documentation); ``tests/test_protocol.py`` checks it against that file.
+Everything here is documented in ``docs/protocol.md`` (from the Dual-PRNet paper, FAIM and the
+dataset documentation); ``tests/test_protocol.py`` checks that page and this module agree.
 """
 
 from __future__ import annotations

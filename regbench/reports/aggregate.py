@@ -1,4 +1,5 @@
-"""Per-pair ``metrics.json`` records -> one ``per_pair.csv`` (CONTRACTS.md), and reading it back.
+"""Per-pair ``metrics.json`` records -> one ``per_pair.csv`` (docs/contracts.md), and reading it
+back.
 
 ``per_pair.csv`` has one row per registered pair with the columns of :data:`BASE_COLUMNS`, then
 one column per region for each of ``dice_faim/<Region>``, ``dice_merged/<Region>`` and

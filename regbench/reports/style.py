@@ -2,7 +2,7 @@
 
 A *run* is one column of an experiment: a method at one slice step (the workflow's run folder
 ``{method}`` or ``{method}-slice{step}``). Runs are ordered by the canonical method order of
-CONTRACTS.md (unknown, user-added methods after it, alphabetically), then by slice step.
+docs/contracts.md (unknown, user-added methods after it, alphabetically), then by slice step.
 
 Colours come from the Okabe-Ito palette (distinguishable under the common colour-vision
 deficiencies). Each canonical method has a fixed colour; any other run takes the unused colours
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 CANONICAL_METHODS: tuple[str, ...] = (
     "identity", "affine", "syn", "voxelmorph", "voxelmorph-diff", "dualprnet-ssf",
     "dualprnet-dsf", "dualprnet")
-"""Registry names in table/figure order (CONTRACTS.md)."""
+"""Registry names in table/figure order (docs/contracts.md, "Method order")."""
 
 CANONICAL_LABELS: dict[str, str] = {
     "identity": "Identity",

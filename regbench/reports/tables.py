@@ -6,7 +6,8 @@ Three kinds (file stems under the output folder):
   Rows: our runs in report order, then the paper's numbers as reference rows (``Source``
   "paper"). Columns: each region's Dice, ``Average`` (each pair's mean region Dice), time per
   pair (s; devices in the caption), folding (% voxels with a non-positive Jacobian
-  determinant), SD of log Jacobian, HD95 (mm, mean over regions), test pairs.
+  determinant), SD of log Jacobian, HD95 (mm, mean over regions; a region in only one of the
+  warped and fixed label maps counts as the image diagonal, the worst case), test pairs.
 * ``ablation`` -> ``ablation``: the ablation runs; one column of mean Dice per dataset and
   convention; paper rows from :data:`~regbench.data.protocol.PAPER_ABLATION`.
 * ``slice_spacing`` -> ``slice_spacing``: runs at each slice step (Dual-PRNet at 1 and 8);
@@ -174,7 +175,9 @@ def main_table(per_pair: pd.DataFrame, convention: str) -> Table:
         "mean region Dice. Time per pair in seconds, "
         f"{_devices_text(numbers.iloc[:n_ours])}. Folding: % of voxels with a non-positive "
         "Jacobian determinant; SD log J: standard deviation of the log Jacobian determinant; "
-        "HD95: 95th-percentile Hausdorff distance, mean over regions. Bold: best of our rows. "
+        "HD95: 95th-percentile Hausdorff distance, mean over regions; a region present in only "
+        "one of the warped and fixed label maps (lost or invented by the method) counts as the "
+        "diagonal of the image in mm, the worst case. Bold: best of our rows. "
         f"{_paper_text(dataset, convention, 'the paper, Table 1 and Fig. 4')}")
     if numbers["time_s_mean"].iloc[n_ours:].notna().any():
         caption += " Paper times were measured on the authors' hardware."

@@ -297,7 +297,7 @@ def volume_cleanup(wildcards, output):
 # --- report ---------------------------------------------------------------------------------
 
 CONVENTIONS = ["faim", "merged"]
-"""Region Dice conventions of the tables and figures (PROTOCOL.md)."""
+"""Region Dice conventions of the tables and figures (docs/protocol.md)."""
 TABLE_KINDS = ("main", "ablation", "slice_spacing")
 """Experiments with a table of their own (`regbench tables --kind`)."""
 

@@ -5,8 +5,10 @@
 It shows the two files an external method's rule must write per pair, which `regbench evaluate`
 then scores like any other method:
 
-- FIELD_OUT, ``field.nii.gz``: the displacement on the fixed image's grid, shape (X, Y, Z, 3),
-  in voxel units, pull convention (warped(x) = moving(x + u(x))), with the fixed image's affine;
+- FIELD_OUT, ``field.nii.gz``: the displacement on the fixed image's grid in voxel units, pull
+  convention (warped(x) = moving(x + u(x))), with the fixed image's affine, as a NIfTI vector
+  image: shape (X, Y, Z, 1, 3), components on the fifth axis, intent ``vector`` (the suite also
+  reads the plain (X, Y, Z, 3) that many tools write);
 - RUNTIME_OUT, ``runtime.json``: {"method", "label", "time_s", "device", "options",
   "slice_step"} (the tool's own timing of the registration alone, and where it ran; ``label`` is
   how tables and figures name the method).
@@ -36,10 +38,12 @@ def main() -> None:
 
     fixed = nib.load(args.fixed_image)
     start = time.perf_counter()
-    field = np.zeros((*fixed.shape[:3], 3), dtype=np.float32)  # "registration"
+    field = np.zeros((*fixed.shape[:3], 1, 3), dtype=np.float32)  # "registration"
     elapsed = time.perf_counter() - start
 
-    nib.save(nib.Nifti1Image(field, fixed.affine), args.field_out)
+    image = nib.Nifti1Image(field, fixed.affine)
+    image.header.set_intent("vector", name="disp_voxels")
+    nib.save(image, args.field_out)
     runtime = {"method": args.method, "label": args.label or args.method, "time_s": elapsed,
                "device": f"{platform.processor() or platform.machine()} (1 thread)",
                "options": {}, "slice_step": 1}
