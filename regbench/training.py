@@ -20,12 +20,12 @@ Choices the paper leaves open, and how they are made here:
   random integer offset per axis, with edge (replicate) padding. As in the official Dual-PRNet
   code, the offset is drawn per volume, not per pair: moving and fixed also move relative to
   each other, by up to twice the jitter.
-* **Validation.** Every ``validate_every`` steps (and after the last), the network registers a
-  fixed set of ``validation_pairs`` ordered pairs as it will at test time (eval mode), and the
-  mean region Dice of the warped labels (both conventions, :mod:`regbench.metrics`) and the loss
-  are logged to ``validation.csv`` beside ``loss.csv``. The pairs come from the dataset's ``val``
-  split, or from its training split when it has no ``val`` split: never from the test split.
-  Validation only monitors: nothing is selected by it.
+* **Validation.** Before the first step, every ``validate_every`` steps and after the last, the
+  network registers a fixed set of ``validation_pairs`` ordered pairs as it will at test time
+  (eval mode), and the mean region Dice of the warped labels (both conventions,
+  :mod:`regbench.metrics`) is logged to ``validation.csv`` beside ``loss.csv``. The pairs come
+  from the dataset's ``val`` split, or from its training split when it has no ``val`` split:
+  never from the test split. Validation only monitors: nothing is selected by it.
 * **Slice thinning.** ``moving_slice_step > 1`` trains on moving images thinned by
   :func:`regbench.degrade.thin_slices` (axis 1), the fixed images are kept whole.
 * **Learning rate.** Step ``s`` (1-based) uses ``lr * min(1, s / warmup_steps)``: linear warm-up,
@@ -253,6 +253,9 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
     logger = LossLog(out_dir / LOSS_LOG) if rank == 0 else None
     validation_log = LossLog(out_dir / VALIDATION_LOG) if validation is not None else None
     method.network = network  # validation registers with it as registration will
+    if validation is not None and start == 0:  # the starting point: the untrained network
+        validation_log.append(validation.run(method, 0, 0.0))
+        network.train()
     steps = tqdm(range(start + 1, config.steps + 1), initial=start, total=config.steps,
                  desc=f"train {method.name}", unit="step", disable=rank != 0)
     try:

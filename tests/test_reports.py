@@ -330,12 +330,15 @@ def test_tables_cli_writes_every_format(per_pair: pd.DataFrame, tmp_path: Path) 
                 "--out-dir", str(out)]) == 0
     names = {p.name for p in out.iterdir()}
     assert names == {f"table1_{c}.{e}" for c in ("faim", "merged") for e in ("csv", "md", "tex")
-                     } | {"table1_stats.csv"}
+                     } | {"table1_stats.csv", "table1_pairwise.csv"}
     numbers = pd.read_csv(out / "table1_faim.csv")
     assert {"A_mean", "A_std", "average_mean", "average_std", "source"} <= set(numbers.columns)
     tests = pd.read_csv(out / "table1_stats.csv")
     assert list(tests["convention"]) == ["faim", "merged"]
     assert tests["p_raw"].tolist() == pytest.approx([0.25, 0.25])  # exact, n = 3, all negative
+    pairwise = pd.read_csv(out / "table1_pairwise.csv")
+    assert list(pairwise["convention"]) == ["faim", "merged"]  # two runs: one pair each
+    assert (pairwise["method"] != pairwise["versus"]).all()
     assert cli(["tables", "--per-pair", str(csv), "--dataset", "lpba40", "--out-dir",
                 str(out)]) == 2
     assert cli(["tables", "--per-pair", str(csv), "--kind", "ablation", "--convention",
@@ -344,6 +347,18 @@ def test_tables_cli_writes_every_format(per_pair: pd.DataFrame, tmp_path: Path) 
 
 
 # --- statistics ---------------------------------------------------------------------------------
+
+
+def test_pairwise_tests_cover_every_two_runs_once(per_pair: pd.DataFrame) -> None:
+    table = pd.concat([per_pair, per_pair[per_pair["method"] == "dualprnet"].assign(
+        method="zzz", label="Zzz", mean_dice_faim=lambda t: t["mean_dice_faim"] + 0.1)])
+    tests = stats.pairwise_tests(table, "mean_dice_faim")
+    runs = stats.order_runs(zip(table["method"], table["slice_step"], strict=True))
+    assert len(tests) == len(runs) * (len(runs) - 1) // 2
+    assert list(tests.columns) == list(stats.PAIRWISE_COLUMNS)
+    last = tests[(tests["method"] == "dualprnet") & (tests["versus"] == "zzz")].iloc[0]
+    assert last["mean_difference"] == pytest.approx(-0.1)  # method - versus
+    assert (tests["p_holm"] >= tests["p_raw"]).all()
 
 
 def test_holm_matches_statsmodels() -> None:
@@ -577,3 +592,30 @@ def test_figures_cli(per_pair: pd.DataFrame, tmp_path: Path) -> None:
 def test_make_tables_rejects_unknown_kind(per_pair: pd.DataFrame, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="kind"):
         make_tables(per_pair, "other", tmp_path)
+
+
+def test_learning_curves_figure_from_training_logs(demo_dataset, tmp_path: Path) -> None:
+    """A short training run with validation: the CLI draws its curves; validation time is taken
+    off the training clock; a folder that is no training folder is refused."""
+    from regbench.methods import get_method
+    from regbench.reports.learning_curves import read_learning_curves
+    from regbench.training import TrainConfig, train
+
+    method = get_method("dualprnet")(encoder_channels=[4, 4, 4], decoder_channels=4, levels=2)
+    train(method, demo_dataset, tmp_path / "model", TrainConfig(
+        steps=4, warmup_steps=1, checkpoint_every=4, validate_every=2, validation_pairs=2,
+        device="cpu", threads=1))
+    loss, validation = read_learning_curves({"Dual-PRNet": tmp_path / "model"})
+    assert list(validation["step"]) == [0, 2, 4] and list(loss["step"]) == [1, 2, 3, 4]
+    raw = pd.read_csv(tmp_path / "model" / "loss.csv")
+    checks = pd.read_csv(tmp_path / "model" / "validation.csv")
+    # Steps 3 and 4 come after the validations at 0 and 2.
+    spent = checks["eval_s"].iloc[:2].sum()
+    assert loss["time_s"].iloc[3] == pytest.approx(raw["time_s"].iloc[3] - spent)
+    stem = tmp_path / "figures" / "learning_curves"
+    assert cli(["figure-learning-curves", "--model-dir", f"Dual-PRNet={tmp_path / 'model'}",
+                "--out-stem", str(stem)]) == 0
+    for ext in ("png", "pdf"):
+        assert (stem.parent / f"learning_curves.{ext}").stat().st_size > 1000
+    assert cli(["figure-learning-curves", "--model-dir", f"X={tmp_path}",
+                "--out-stem", str(stem)]) == 2

@@ -202,7 +202,7 @@ def test_validation_is_logged_every_n_steps_and_after_the_last(demo_dataset, tmp
                      moving_slice_step=1)
     train(small_voxelmorph(), demo_dataset, tmp_path, config)
     rows = read_log(tmp_path / "validation.csv")
-    assert [int(r["step"]) for r in rows] == [2, 4, 5]
+    assert [int(r["step"]) for r in rows] == [0, 2, 4, 5]  # 0: before training
     for row in rows:
         assert 0 < float(row["dice_faim"]) <= 1 and 0 < float(row["dice_merged"]) <= 1
         assert float(row["eval_s"]) > 0

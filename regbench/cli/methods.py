@@ -23,6 +23,10 @@ TRAIN_FLAGS = {  # TrainConfig field -> (flag, type, help)
     "crop_jitter": ("--crop-jitter", int, "random joint shift of each pair, +-N voxels per axis"),
     "moving_slice_step": ("--slice-step", int, "train on moving images keeping every N-th "
                                                "slice along axis 1 (regbench.degrade)"),
+    "validate_every": ("--validate-every", int, "steps between validations (0: none); the "
+                                                "validation Dice goes to OUT/validation.csv"),
+    "validation_pairs": ("--validation-pairs", int, "ordered validation pairs (of the val split, "
+                                                    "else the training split)"),
     "device": ("--device", str, "auto (CUDA when present), cpu, cuda, cuda:1, ..."),
     "threads": ("--threads", int, "CPU threads per process"),
 }

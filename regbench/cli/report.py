@@ -1,4 +1,5 @@
-"""Report commands: ``aggregate``, ``tables``, ``figures``, ``figure-pyramid``, ``figure-warped``.
+"""Report commands: ``aggregate``, ``tables``, ``figures``, ``figure-pyramid``, ``figure-warped``,
+``figure-learning-curves``.
 
 Everything reads per-pair files (``metrics.json``, ``per_pair.csv``, ``warped.nii.gz``); see
 :mod:`regbench.reports.tables` and :mod:`regbench.reports.figures` for what each output shows.
@@ -74,6 +75,17 @@ def add_commands(subparsers) -> None:
                         help="a method's label and its per-pair folder holding warped.nii.gz "
                              "(repeatable)")
     parser.set_defaults(func=run_figure_warped)
+
+    parser = subparsers.add_parser(
+        "figure-learning-curves", help="validation Dice and training loss of trained models",
+        description="Draw each model's validation Dice (validation.csv) and running-mean "
+                    "training loss (loss.csv) against step and training time.")
+    parser.add_argument("--model-dir", action="append", required=True, metavar="LABEL=DIR",
+                        help="a model's label and its training folder (repeatable)")
+    parser.add_argument("--out-stem", required=True, type=Path,
+                        help="output path without extension (.png and .pdf are written)")
+    parser.add_argument("--title", help="figure title")
+    parser.set_defaults(func=run_figure_learning_curves)
 
 
 def _per_pair_arguments(parser: argparse.ArgumentParser) -> None:
@@ -177,13 +189,8 @@ def run_figure_warped(args: argparse.Namespace) -> int:
 
     dataset = Dataset.load(args.data)
     warped = {}
-    for item in args.method_dir:
-        label, sep, folder = item.partition("=")
-        if not sep or not label or not folder:
-            raise InputError(f"--method-dir {item!r}: expected LABEL=DIR")
-        if label in warped:
-            raise InputError(f"--method-dir {item!r}: label {label!r} given twice")
-        path = Path(folder) / "warped.nii.gz"
+    for label, folder in _labelled_folders(args.method_dir, "--method-dir").items():
+        path = folder / "warped.nii.gz"
         image, affine = read_image(path)
         check_same_grid(dataset.shape, dataset.affine, dataset.root / "dataset.json",
                         image.shape, affine, path)
@@ -192,3 +199,29 @@ def run_figure_warped(args: argparse.Namespace) -> int:
                            args.out_stem, slice_axis=args.slice_axis)
     print(f"{args.out_stem}.png\n{args.out_stem}.pdf")
     return 0
+
+
+def run_figure_learning_curves(args: argparse.Namespace) -> int:
+    from regbench.reports.learning_curves import plot_learning_curves, read_learning_curves
+    from regbench.reports.style import label_colors
+
+    models = _labelled_folders(args.model_dir, "--model-dir")
+    loss, validation = read_learning_curves(models)
+    plot_learning_curves(loss, validation, label_colors(list(models)), args.out_stem,
+                         title=args.title)
+    print(f"{args.out_stem}.png\n{args.out_stem}.pdf")
+    return 0
+
+
+def _labelled_folders(items: list[str], flag: str) -> dict[str, Path]:
+    """``LABEL=DIR`` arguments as ``{label: folder}``; :class:`InputError` on a malformed or
+    repeated label."""
+    folders: dict[str, Path] = {}
+    for item in items:
+        label, sep, folder = item.partition("=")
+        if not sep or not label or not folder:
+            raise InputError(f"{flag} {item!r}: expected LABEL=DIR")
+        if label in folders:
+            raise InputError(f"{flag} {item!r}: label {label!r} given twice")
+        folders[label] = Path(folder)
+    return folders

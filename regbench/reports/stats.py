@@ -1,4 +1,6 @@
-"""Paired tests of each run against the reference (Dual-PRNet at slice step 1).
+"""Paired tests of each run against the reference (Dual-PRNet at slice step 1), and of every two
+runs against each other (what backs an ordering claim such as "A > B > C, each step
+significant").
 
 For each compared run: the pairs registered by both runs are matched by ``(moving, fixed)``,
 the differences ``run - reference`` of a per-pair score (normally its mean region Dice) are
@@ -28,6 +30,11 @@ SIGNIFICANCE_LEVELS: tuple[tuple[float, str], ...] = ((0.001, "***"), (0.01, "**
 STATS_COLUMNS: tuple[str, ...] = (
     "dataset", "score", "method", "slice_step", "label", "reference", "n", "median_difference",
     "mean_difference", "W", "p_raw", "p_holm", "mark")
+
+PAIRWISE_COLUMNS: tuple[str, ...] = (
+    "dataset", "score", "method", "slice_step", "label", "versus", "versus_slice_step",
+    "versus_label", "n", "median_difference", "mean_difference", "W", "p_raw", "p_holm", "mark")
+"""Columns of :func:`pairwise_tests`: run ``method`` minus run ``versus``."""
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
@@ -93,27 +100,69 @@ def compare_to_reference(per_pair: pd.DataFrame, score: str, reference: str = RE
                     reference_step, datasets[0])
         return pd.DataFrame(columns=list(STATS_COLUMNS))
     keyed = per_pair.set_index(["method", "slice_step"])
-    ref = keyed.loc[[(reference, reference_step)]].set_index(["moving", "fixed"])
-    ref_label = run_label(str(ref["label"].iloc[0]), reference_step)
+    ref_label = run_label(str(keyed.loc[[(reference, reference_step)]]["label"].iloc[0]),
+                          reference_step)
     rows = []
     for method, step in runs:
         if (method, step) == (reference, reference_step):
             continue
-        run = keyed.loc[[(method, step)]].set_index(["moving", "fixed"])
-        matched = run[[score]].merge(ref[[score]], how="inner", left_index=True,
-                                     right_index=True, suffixes=("", "_reference"))
-        diff = (matched[score] - matched[f"{score}_reference"]).to_numpy(dtype=float)
-        diff = diff[np.isfinite(diff)]
+        diff = _differences(keyed, (method, step), (reference, reference_step), score)
         w, p = wilcoxon_paired(diff)
         rows.append({
             "dataset": datasets[0], "score": score, "method": method, "slice_step": step,
-            "label": run_label(str(run["label"].iloc[0]), step), "reference": ref_label,
-            "n": len(diff),
-            "median_difference": float(np.median(diff)) if len(diff) else float("nan"),
-            "mean_difference": float(np.mean(diff)) if len(diff) else float("nan"),
-            "W": w, "p_raw": p,
+            "label": run_label(str(keyed.loc[[(method, step)]]["label"].iloc[0]), step),
+            "reference": ref_label, **_summary(diff), "W": w, "p_raw": p,
         })
-    table = pd.DataFrame(rows, columns=list(STATS_COLUMNS))
+    return _corrected(pd.DataFrame(rows, columns=list(STATS_COLUMNS)))
+
+
+def pairwise_tests(per_pair: pd.DataFrame, score: str) -> pd.DataFrame:
+    """Every two runs of ``per_pair`` (one dataset) tested against each other on ``score``.
+
+    One row per unordered pair of runs: ``method`` is the earlier run in report order,
+    ``versus`` the later, differences are ``method - versus``; columns
+    :data:`PAIRWISE_COLUMNS`. The p-values of all the pairs are Holm-corrected together.
+    """
+    datasets = per_pair["dataset"].unique()
+    if len(datasets) != 1:
+        raise ValueError(f"compare one dataset at a time, got {list(datasets)}")
+    runs = order_runs(zip(per_pair["method"], per_pair["slice_step"], strict=True))
+    keyed = per_pair.set_index(["method", "slice_step"])
+    labels = {run: run_label(str(keyed.loc[[run]]["label"].iloc[0]), run[1]) for run in runs}
+    rows = []
+    for index, first in enumerate(runs):
+        for second in runs[index + 1:]:
+            diff = _differences(keyed, first, second, score)
+            w, p = wilcoxon_paired(diff)
+            rows.append({
+                "dataset": datasets[0], "score": score, "method": first[0],
+                "slice_step": first[1], "label": labels[first], "versus": second[0],
+                "versus_slice_step": second[1], "versus_label": labels[second],
+                **_summary(diff), "W": w, "p_raw": p,
+            })
+    return _corrected(pd.DataFrame(rows, columns=list(PAIRWISE_COLUMNS)))
+
+
+def _differences(keyed: pd.DataFrame, run: tuple[str, int], other: tuple[str, int],
+                 score: str) -> np.ndarray:
+    """Finite per-pair differences ``run - other`` of ``score``, pairs matched by subjects."""
+    left = keyed.loc[[run]].set_index(["moving", "fixed"])[[score]]
+    right = keyed.loc[[other]].set_index(["moving", "fixed"])[[score]]
+    matched = left.merge(right, how="inner", left_index=True, right_index=True,
+                         suffixes=("", "_other"))
+    diff = (matched[score] - matched[f"{score}_other"]).to_numpy(dtype=float)
+    return diff[np.isfinite(diff)]
+
+
+def _summary(diff: np.ndarray) -> dict[str, float]:
+    """``n``, ``median_difference`` and ``mean_difference`` of paired differences."""
+    return {"n": len(diff),
+            "median_difference": float(np.median(diff)) if len(diff) else float("nan"),
+            "mean_difference": float(np.mean(diff)) if len(diff) else float("nan")}
+
+
+def _corrected(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with ``p_holm`` (Holm over its rows) and the ``mark`` it earns."""
     table["p_holm"] = holm(table["p_raw"].to_numpy(dtype=float))
     table["mark"] = [significance_mark(p) for p in table["p_holm"]]
     return table

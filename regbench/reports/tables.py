@@ -18,10 +18,11 @@ Every cell is "mean ± std" over test pairs with the SAMPLE standard deviation (
 single pair has no std). Bold: the best of our rows per column (highest Dice; lowest time,
 folding, SD log J, HD95), judged at the printed precision. Marks on mean Dice: Holm-corrected
 Wilcoxon signed-rank tests against Dual-PRNet (:mod:`regbench.reports.stats`), also written to
-``<stem>_stats.csv`` (``table1_stats.csv`` for the main table). The paper reports the FAIM
-convention only; its rows sit in the FAIM columns and are repeated, marked as FAIM, in merged
-tables. The synthetic demo has no paper numbers: its tables show the paper's LPBA40 rows for
-orientation, labelled "paper (LPBA40)".
+``<stem>_stats.csv`` (``table1_stats.csv`` for the main table); every two runs tested against
+each other, Holm-corrected together per dataset and convention, go to ``<stem>_pairwise.csv``.
+The paper reports the FAIM convention only; its rows sit in the FAIM columns and are repeated,
+marked as FAIM, in merged tables. The synthetic demo has no paper numbers: its tables show the
+paper's LPBA40 rows for orientation, labelled "paper (LPBA40)".
 
 The ``.csv`` holds plain numbers (``<column>_mean``, ``<column>_std``); ``.md`` and ``.tex`` the
 formatted table. The LaTeX is a ``table`` float with booktabs rules, resized to the line width:
@@ -44,7 +45,13 @@ import pandas as pd
 from regbench.data import protocol
 from regbench.io import InputError, write_text
 from regbench.reports.aggregate import regions, write_csv
-from regbench.reports.stats import STATS_COLUMNS, compare_to_reference, footnote
+from regbench.reports.stats import (
+    PAIRWISE_COLUMNS,
+    STATS_COLUMNS,
+    compare_to_reference,
+    footnote,
+    pairwise_tests,
+)
 from regbench.reports.style import (
     CANONICAL_LABELS,
     DATASET_NAMES,
@@ -282,7 +289,13 @@ def make_tables(per_pair: pd.DataFrame, kind: str, out_dir: str | os.PathLike,
     written = [path for table in tables for path in write_table(table, out_dir)]
     stats = _stack_tests([t.stats for t in tables])
     write_csv(out_dir / f"{stats_stem}.csv", stats)
-    written.append(out_dir / f"{stats_stem}.csv")
+    pairwise = _stack_tests([pairwise_tests(per_pair[per_pair["dataset"] == dataset],
+                                            f"mean_dice_{c}").assign(convention=c)
+                             for dataset in sorted(per_pair["dataset"].unique())
+                             for c in conventions], PAIRWISE_COLUMNS)
+    pairwise_stem = stats_stem.replace("_stats", "_pairwise")
+    write_csv(out_dir / f"{pairwise_stem}.csv", pairwise)
+    written += [out_dir / f"{stats_stem}.csv", out_dir / f"{pairwise_stem}.csv"]
     log.info("wrote %s", ", ".join(str(p) for p in written))
     return written
 
@@ -379,9 +392,10 @@ def markdown_escape(text: str) -> str:
     return "".join("\\" + c if c in "\\*_|`" else c for c in str(text))
 
 
-def _stack_tests(tests: Sequence[pd.DataFrame]) -> pd.DataFrame:
+def _stack_tests(tests: Sequence[pd.DataFrame],
+                 test_columns: Sequence[str] = STATS_COLUMNS) -> pd.DataFrame:
     """Significance tests of several columns in one frame, the convention beside the score."""
-    columns = ["dataset", "convention", *(c for c in STATS_COLUMNS if c != "dataset")]
+    columns = ["dataset", "convention", *(c for c in test_columns if c != "dataset")]
     found = [t for t in tests if len(t)]
     if not found:
         return pd.DataFrame(columns=columns)
