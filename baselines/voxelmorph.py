@@ -119,15 +119,19 @@ class VoxelMorphNetwork(nn.Module):
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> dict[str, torch.Tensor]:
         transformer, integrate = self.shape_layers(moving.shape[2:], moving.device)
-        velocity = self.flow(self.unet_model(torch.cat([moving, fixed], dim=1)))
-        if self.resize is not None:
-            velocity = self.resize(velocity)
-        field = velocity
-        if integrate is not None:
-            field = integrate(velocity)
-            if self.fullsize is not None:
-                field = self.fullsize(field)
-        return {"field": field, "warped": transformer(moving, field), "velocity": velocity}
+        features = self.unet_model(torch.cat([moving, fixed], dim=1))
+        # Under mixed precision the U-Net runs in low precision; the field and the warp do not.
+        with torch.autocast(moving.device.type, enabled=False):
+            velocity = self.flow(features.float())
+            if self.resize is not None:
+                velocity = self.resize(velocity)
+            field = velocity
+            if integrate is not None:
+                field = integrate(velocity)
+                if self.fullsize is not None:
+                    field = self.fullsize(field)
+            warped = transformer(moving.float(), field)
+        return {"field": field, "warped": warped, "velocity": velocity}
 
 
 class VoxelMorph(LearnedMethod):

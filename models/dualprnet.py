@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from regbench.losses import NCCLoss, smoothness
-from regbench.methods import LearnedMethod
+from regbench.methods import LearnedMethod, in_float32
 from regbench.transforms import compose, resize_field, warp
 
 HEAD_INIT_STD = 1e-5  # small random field heads: near-identity start that still trains every level
@@ -171,8 +171,7 @@ def pyramid_register(moving: Sequence[torch.Tensor], fixed: Sequence[torch.Tenso
         if field is not None:
             field = resize_field(field, fixed_l.shape[2:])
             moving_l = warp(moving_l, field.detach())
-        # Fields stay float32 under autocast: float16 voxel coordinates are too coarse.
-        delta = head(torch.cat([moving_l, fixed_l], 1)).float()
+        delta = in_float32(head, torch.cat([moving_l, fixed_l], 1))
         field = delta if field is None else compose(field, delta)
         residuals.append(delta)
         accumulated.append(field)
@@ -239,7 +238,7 @@ class DualPRNetwork(nn.Module):
                 finest = torch.cat([moving_features[-1], fixed_features[-1]], 1)
             else:
                 finest = self.features(torch.cat([moving, fixed], 1))[-1]
-            residuals = accumulated = [self.heads[0](finest).float()]
+            residuals = accumulated = [in_float32(self.heads[0], finest)]
         field = resize_field(accumulated[-1], moving.shape[2:])
         return {"field": field, "levels": residuals, "accumulated": accumulated}
 

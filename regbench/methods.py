@@ -160,6 +160,13 @@ class LearnedMethod(Method):
         return outputs["field"][(slice(None), slice(None), *crop)][0].float().cpu().numpy()
 
 
+def in_float32(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` in float32 even under mixed precision: for the layers that output a
+    displacement field, whose voxel coordinates low precision would round too coarsely."""
+    with torch.autocast(x.device.type, enabled=False):
+        return module(x.float())
+
+
 def pad_to_multiple(volume: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[slice, ...]]:
     """Zero-pad ``(B, C, *S)`` at the end of each axis up to a multiple; returns the crop back."""
     shape = volume.shape[2:]

@@ -38,8 +38,9 @@ Choices the paper leaves open, and how they are made here:
   batch-mean losses a step equals the single-process step on the whole batch (networks with batch
   normalisation differ: statistics are per process). Only rank 0 writes files; every process
   reads ``checkpoint.pt`` when resuming (one machine, or a shared file system).
-* **Mixed precision** (``torch.autocast`` float16 with a ``GradScaler``) is used only on CUDA and
-  only when ``amp`` is set.
+* **Mixed precision** (``amp``, :func:`autocast_dtype`): ``torch.autocast`` with float16 and a
+  ``GradScaler`` on CUDA, with bfloat16 on a CPU that computes it natively. Convolutions run in
+  the low precision; the losses and the displacement fields stay float32.
 
 Resuming restores the network, optimizer, grad scaler, step and the Python, NumPy, PyTorch and
 pair-sampler RNG states, so on the CPU an interrupted and resumed run ends with exactly the
@@ -131,6 +132,21 @@ class TrainConfig:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
 
 
+def autocast_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
+    """The mixed-precision type of training on ``device``, or ``None`` for float32.
+
+    With ``amp``: float16 on CUDA; bfloat16 on a CPU that computes it natively (oneDNN on AVX-512
+    BF16 or AMX; elsewhere bfloat16 is emulated, slower than float32, and is not used).
+    """
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
 def learning_rate(step: int, config: TrainConfig) -> float:
     """Learning rate of optimizer step ``step`` (1-based): linear warm-up, then constant."""
     if config.warmup_steps <= 0:
@@ -218,8 +234,10 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
     network.to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)
-    use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    amp_dtype = autocast_dtype(config.amp, device)
+    use_amp = amp_dtype is not None
+    # float16 needs its gradients scaled; bfloat16 has float32's range.
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     volumes = TrainingVolumes(dataset, config.moving_slice_step)
     sampler = PairSampler(len(volumes), config.seed, config.crop_jitter)
     validation = None
@@ -232,7 +250,7 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
         _check_same_run(checkpoint_path, state, identity)
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
-        if state["scaler"] and use_amp:
+        if state["scaler"] and scaler.is_enabled():
             scaler.load_state_dict(state["scaler"])
         _set_rng_states(state["rng"], sampler)
         start, elapsed = state["step"], state["elapsed_s"]
@@ -266,7 +284,7 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 outputs = model(moving, fixed)
                 loss, parts = method.loss(outputs, moving, fixed)
             if not torch.isfinite(loss):
@@ -307,7 +325,8 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
         write_json(out_dir / RECORD, {
             "method": method.name, "label": method.label, "options": identity["options"],
             "config": identity["config"], "seed": config.seed, "steps": config.steps,
-            "world_size": world, "batch_per_process": share, "amp": use_amp,
+            "world_size": world, "batch_per_process": share,
+            "amp": str(amp_dtype).removeprefix("torch.") if use_amp else None,
             "device": describe_device(device), "versions": versions(),
             "dataset": {**identity["dataset"], "root": str(dataset.root)},
             "resumed_at": resumed_at, "wall_time_s": elapsed, "model": MODEL,
