@@ -14,12 +14,12 @@ ANTsPy's documentation). ANTsPy's defaults are kept except where noted in ``defa
 metric sampling (``--random-seed``). ``threads`` is ITK's thread count, **1 by default**: with
 one thread the same seed gives the same field, bit for bit. More threads are faster, but ITK's
 parallel sums then run in varying order and fields differ between runs (up to 0.4 voxel and
-mean Dice 0.498 to 0.506 over three runs of one demo pair), so they are opt-in
-(``--option threads=N``). ``threads: null`` takes the variable
-``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` when set, else every core this process may use, and
-``random_seed: null`` leaves ANTs seeding from the clock. ITK reads its thread count once per
-process, at the first ANTs call: a later, different value cannot take effect, is logged as a
-warning, and the runtime record names the count in use.
+mean Dice 0.498 to 0.506 over three runs of one demo pair on two cores), so they are opt-in
+(``regbench register --threads N``, or ``--option threads=N``). ``threads: null`` takes the
+variable ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` when set, else every core this process may
+use, and ``random_seed: null`` leaves ANTs seeding from the clock. ITK reads its thread count
+once per process, at the first ANTs call: a later, different value cannot take effect, is logged
+as a warning, and the runtime record names the count in use.
 """
 
 from __future__ import annotations
