@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from regbench.losses import GradientLoss, NCCLoss
-from regbench.methods import LearnedMethod
+from regbench.methods import LearnedMethod, Option
 
 VM2_FEATURES: list[list[int]] = [[16, 32, 32, 32], [32, 32, 32, 32, 32, 16, 16]]
 """The "vm2" U-Net widths (encoder, decoder) of Balakrishnan et al., TMI 2019."""
@@ -146,6 +146,12 @@ class VoxelMorph(LearnedMethod):
         "ncc_window": 9,
         "smoothness_weight": 1.0,
     }
+    option_rules: ClassVar[dict[str, Option]] = {
+        "integration_steps": Option(ge=0),
+        "integration_downsize": Option(ge=1),
+        "ncc_window": Option(ge=1),
+        "smoothness_weight": Option(ge=0),
+    }
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -156,11 +162,6 @@ class VoxelMorph(LearnedMethod):
                 and all(isinstance(f, int) and f > 0 for part in features for f in part)):
             raise ValueError(f"nb_features must be [encoder widths, decoder widths] of positive "
                              f"integers, the decoder at least as long, got {features!r}")
-        steps, downsize = self.options["integration_steps"], self.options["integration_downsize"]
-        if not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"integration_steps must be an integer >= 0, got {steps!r}")
-        if not isinstance(downsize, int) or downsize < 1:
-            raise ValueError(f"integration_downsize must be an integer >= 1, got {downsize!r}")
         self.size_multiple = 2 ** len(features[0])
         self._similarity = NCCLoss(int(self.options["ncc_window"]))
         self._smoothness = GradientLoss()

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from regbench.losses import NCCLoss, smoothness
-from regbench.methods import LearnedMethod, in_float32
+from regbench.methods import LearnedMethod, Option, in_float32
 from regbench.transforms import compose, resize_field, warp
 
 HEAD_INIT_STD = 1e-5  # small random field heads: near-identity start that still trains every level
@@ -262,9 +262,20 @@ class DualPRNet(LearnedMethod):
         "smoothness_weight": 1.0,
         "zero_init": False,
     }
+    option_rules: ClassVar[dict[str, Option]] = {
+        "encoder_channels": Option(ge=1),
+        "decoder_channels": Option(ge=1),
+        "levels": Option(ge=1),
+        "ncc_window": Option(ge=1),
+        "smoothness_weight": Option(ge=0),
+    }
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+        depth = len(self.options["encoder_channels"])
+        if self.options["levels"] > depth:
+            raise ValueError(f"method {self.name!r}: levels={self.options['levels']} must be "
+                             f"<= {depth}, the depth of encoder_channels")
         # Each stride-2 block halves the size; padding to 2**depth keeps every level exact.
         self.size_multiple = 2 ** len(self.options["encoder_channels"])
         self._ncc = NCCLoss(int(self.options["ncc_window"]))

@@ -31,9 +31,9 @@ from regbench.io import (
     InputError,
     check_same_grid,
     read_field,
-    read_image,
     read_json,
     read_labels,
+    read_on_grid,
     voxel_spacing,
     write_image,
     write_json,
@@ -162,8 +162,13 @@ def evaluate_paths(
     dataset_json: str | os.PathLike | None = None,
     runtime: RuntimeInput = None,
     slice_step: int | None = None,
+    reorient: bool = False,
 ) -> dict[str, Any]:
     """:func:`evaluate_dataset_pair` for volumes given as files (all on the fixed labels' grid).
+
+    ``reorient`` first flips and permutes the voxel axes of the moving image and labels into the
+    fixed labels' orientation (:func:`regbench.io.reorient_like`; logged); otherwise another
+    orientation is refused, like any other difference of grid.
 
     Labels and regions come from ``dataset_json`` (a prepared dataset's manifest, whose
     ``labels`` and ``regions`` are used). Without one, every nonzero label found in either label
@@ -174,12 +179,9 @@ def evaluate_paths(
     out_dir = Path(out_dir)
     (out_dir / METRICS_FILE).unlink(missing_ok=True)
     fixed_map, affine = read_labels(fixed_labels)
-    image, image_affine = read_image(moving_image)
-    check_same_grid(fixed_map.shape, affine, fixed_labels, image.shape, image_affine,
-                    moving_image)
-    moving_map, moving_affine = read_labels(moving_labels)
-    check_same_grid(fixed_map.shape, affine, fixed_labels, moving_map.shape, moving_affine,
-                    moving_labels)
+    image = read_on_grid(moving_image, "image", fixed_map.shape, affine, fixed_labels, reorient)
+    moving_map = read_on_grid(moving_labels, "labels", fixed_map.shape, affine, fixed_labels,
+                              reorient)
     field_array, _ = _load_field(field, fixed_map.shape, affine, fixed_labels)
     record = _runtime_record(runtime, slice_step)
     if dataset_json is not None:

@@ -2,21 +2,39 @@
 
 Every reader raises :class:`InputError` naming the offending file and what is wrong with it.
 Every writer goes through a temporary file in the destination folder followed by ``os.replace``,
-so an interrupted write never leaves a half-written output behind.
+so an interrupted write never leaves a half-written output behind. Written files get the usual
+permissions (``0666`` less the umask), so results on a shared file system are readable by others.
+A command that writes an output folder holds its :func:`output_lock`: one writer per folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
+import logging
 import os
-import tempfile
-from collections.abc import Iterator
+import re
+import secrets
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import nibabel as nib
 import numpy as np
+from nibabel import orientations
+
+log = logging.getLogger(__name__)
+
+AFFINE_TOLERANCE_MM = 1e-3
+"""Largest difference of two voxel-to-world affines (entry by entry, mm) still taken as one grid."""
+
+LOCK_FILE = ".regbench.lock"
+"""The lock file of an output folder (:func:`output_lock`), removed when the lock is released."""
+
+_LEFTOVER = re.compile(r"^\..+\.[0-9a-z_]{8}\.tmp(\..*)?$")
+"""Names of the temporaries of :func:`atomic_path` (``.NAME.XXXXXXXX.tmpSUFFIX``)."""
 
 
 class InputError(ValueError):
@@ -28,14 +46,20 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     ``suffix`` keeps the extension that writers such as nibabel use to pick the format
-    (``.nii.gz``); it defaults to the destination's suffixes.
+    (``.nii.gz``); it defaults to the destination's suffixes. The temporary is created with mode
+    ``0666`` less the umask (``tempfile.mkstemp`` would make it ``0600``), and writers keep the
+    mode of the file they overwrite, so the result has the usual permissions.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) if suffix is None else suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    while True:
+        tmp_path = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp{suffix}"
+        try:
+            os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -220,8 +244,19 @@ def check_same_grid(
     b_shape: tuple[int, ...],
     b_affine: np.ndarray,
     b_name: str | os.PathLike,
+    remedy: str = "resample it onto that grid",
 ) -> None:
-    """Raise :class:`InputError` when two volumes do not share shape and voxel spacing."""
+    """Raise :class:`InputError` unless volume ``b`` lies on the grid of volume ``a``.
+
+    One grid: the same orientation of the voxel axes, shape, voxel spacing, and voxel-to-world
+    affine (within :data:`AFFINE_TOLERANCE_MM`). The one-line message names both files, and for
+    an orientation mismatch both orientation codes (e.g. ``LAS`` vs ``RAS``); it ends with
+    ``remedy``, what the user can do.
+    """
+    a_codes, b_codes = orientation(a_affine), orientation(b_affine)
+    if a_codes != b_codes:
+        raise InputError(f"{b_name}: orientation {b_codes} does not match {a_codes} of {a_name} "
+                         f"(its voxel axes point elsewhere); {remedy}")
     a_shape, b_shape = tuple(int(s) for s in a_shape), tuple(int(s) for s in b_shape)
     if a_shape != b_shape:
         raise InputError(f"{b_name}: shape {b_shape} does not match {a_name} {a_shape}")
@@ -230,11 +265,140 @@ def check_same_grid(
         # Plain floats: NumPy 2 would print np.float64(...) inside a tuple.
         a_mm, b_mm = (tuple(round(float(s), 4) for s in x) for x in (a_spacing, b_spacing))
         raise InputError(f"{b_name}: voxel spacing {b_mm} does not match {a_name} {a_mm}")
+    if not np.allclose(a_affine, b_affine, rtol=0, atol=AFFINE_TOLERANCE_MM):
+        a_mm, b_mm = (tuple(round(float(s), 3) for s in np.asarray(x)[:3, 3])
+                      for x in (a_affine, b_affine))
+        raise InputError(f"{b_name}: voxel-to-world affine does not match {a_name}'s (both "
+                         f"{a_codes}; origin {b_mm} vs {a_mm} mm); {remedy}")
 
 
 def voxel_spacing(affine: np.ndarray) -> np.ndarray:
     """Voxel size in mm along each array axis."""
     return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+
+
+def orientation(affine: np.ndarray) -> str:
+    """Orientation code of the voxel axes, e.g. ``"RAS"`` (axis 0 runs to the right, ...)."""
+    return "".join(nib.aff2axcodes(np.asarray(affine, dtype=float)))
+
+
+def reorient_like(data: np.ndarray, affine: np.ndarray, target_affine: np.ndarray,
+                  source: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Flip and permute the voxel axes of ``data`` into the orientation of ``target_affine``.
+
+    No resampling: the voxels are the same, stored in another order, and the returned affine
+    places each one where it was. Logs what it did, so that a reorientation is never silent.
+
+    Args:
+        data: ``(X, Y, Z)`` volume.
+        affine: its voxel-to-world affine ``(4, 4)``.
+        target_affine: affine whose orientation (e.g. ``RAS``) the result takes.
+        source: the file ``data`` came from (for the log).
+
+    Returns:
+        ``(data (X', Y', Z') in the target orientation, its affine (4, 4))``.
+    """
+    before, after = orientation(affine), orientation(target_affine)
+    if before == after:
+        return data, np.asarray(affine, dtype=float)
+    transform = orientations.ornt_transform(orientations.io_orientation(affine),
+                                            orientations.io_orientation(target_affine))
+    reoriented = np.ascontiguousarray(orientations.apply_orientation(data, transform))
+    new_affine = np.asarray(affine, dtype=float) @ orientations.inv_ornt_aff(transform,
+                                                                              data.shape)
+    log.info("%s: reoriented from %s to %s (--reorient)", source, before, after)
+    return reoriented, new_affine
+
+
+def read_on_grid(path: str | os.PathLike, kind: Literal["image", "labels"],
+                 shape: Sequence[int], affine: np.ndarray, grid_name: str | os.PathLike,
+                 reorient: bool = False) -> np.ndarray:
+    """Read an image or label map that must lie on a given grid (e.g. the fixed image's).
+
+    Args:
+        path: the file.
+        kind: ``"image"`` (:func:`read_image`) or ``"labels"`` (:func:`read_labels`).
+        shape, affine: the grid, ``(X, Y, Z)`` and its voxel-to-world affine ``(4, 4)``.
+        grid_name: the file that defines the grid (for messages).
+        reorient: first flip and permute the voxel axes into the grid's orientation
+            (:func:`reorient_like`); otherwise another orientation is refused.
+
+    Returns:
+        The volume, ``(X, Y, Z)`` float32 (image) or int32 (labels).
+
+    Raises:
+        InputError: the file is unreadable or bad, or does not lie on the grid.
+    """
+    data, data_affine = (read_image if kind == "image" else read_labels)(path)
+    if reorient:
+        data, data_affine = reorient_like(data, data_affine, affine, path)
+    check_same_grid(shape, affine, grid_name, data.shape, data_affine, path,
+                    remedy="resample it onto that grid" if reorient else
+                    "give --reorient to reorient it, or resample it onto that grid")
+    return data
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold the one-writer lock of an output folder (made if missing) while the block runs.
+
+    The lock is an ``fcntl.flock`` on ``folder/.regbench.lock``, removed on release; the kernel
+    releases it when its process dies, even by ``SIGKILL``. Once it holds the lock, a process
+    removes the temporaries that a killed writer left in the folder (:func:`atomic_path`).
+
+    Raises:
+        InputError: ``folder`` is a file or cannot be written, or another process holds its lock.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: exists and is not a folder; give another output folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"{folder}: cannot create the output folder ({err.strerror}); give "
+                         "a writable one") from None
+    with exclusive(folder / LOCK_FILE, f"{folder}: another regbench process is writing "
+                                       "into this folder; wait for it or give another one"):
+        for leftover in folder.iterdir():
+            if _LEFTOVER.match(leftover.name) and leftover.is_file():
+                log.info("removing %s, left by an interrupted writer", leftover)
+                leftover.unlink(missing_ok=True)
+        yield folder
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (made, and removed on release).
+
+    Raises :class:`InputError` with the message ``busy`` when another process holds it, and one
+    naming the folder when the lock file cannot be made there.
+    """
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:
+            raise InputError(f"{lock_path.parent}: cannot write into this folder "
+                             f"({err.strerror}); give a writable one") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno in (errno.EAGAIN, errno.EACCES):
+                raise InputError(busy) from None
+            raise
+        # The previous holder may have removed the file between our open and our flock: then
+        # we hold a lock on a file nobody else can find, and must take the lock again.
+        try:
+            if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def _squeeze_3d(data: np.ndarray, path: str | os.PathLike) -> np.ndarray:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import os
 import pkgutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -34,18 +36,92 @@ METHOD_PATH_ENV = "REGBENCH_METHOD_PATH"
 _REGISTRY: dict[str, type[Method]] = {}
 
 
+@dataclass(frozen=True)
+class Option:
+    """What one method option accepts beyond the type of its default (see :class:`Method`).
+
+    Attributes:
+        type: the type of the value (of each item, for a list option) when the default does not
+            show it: a default of ``None``, or a float option whose default is written as an int.
+        ge, gt, le, lt: bounds (``>=``, ``>``, ``<=``, ``<``); of each item for a list option.
+        choices: the only values allowed.
+        nullable: ``None`` is allowed too (always so when the default is ``None``).
+    """
+
+    type: type | None = None
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple[Any, ...] | None = None
+    nullable: bool = False
+
+    def problem(self, value: Any, default: Any) -> str | None:
+        """What is wrong with ``value`` for an option with this default, or ``None``."""
+        if value is None:
+            return None if self.nullable or default is None else "must not be null"
+        if isinstance(default, list | tuple):
+            if not isinstance(value, list | tuple) or not value:
+                return "must be a non-empty list"
+            kind = self.type or (type(default[0]) if default else None)
+            for item in value:
+                problem = self._item_problem(item, kind)
+                if problem:
+                    return f"every item {problem} ({item!r} is not)"
+            return None
+        return self._item_problem(value, self.type or (None if default is None else type(default)))
+
+    def _item_problem(self, value: Any, kind: type | None) -> str | None:
+        # bool is an int to Python; an option that takes a number never takes true/false.
+        if kind is bool and not isinstance(value, bool):
+            return "must be true or false"
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            return "must be an integer"
+        if kind is float and (isinstance(value, bool) or not isinstance(value, int | float)
+                              or not math.isfinite(value)):
+            return "must be a finite number"
+        if kind is str and not isinstance(value, str):
+            return "must be text"
+        if self.choices is not None and value not in self.choices:
+            return "must be one of " + ", ".join(map(repr, self.choices))
+        for bound, holds, sign in ((self.ge, lambda b: value >= b, ">="),
+                                   (self.gt, lambda b: value > b, ">"),
+                                   (self.le, lambda b: value <= b, "<="),
+                                   (self.lt, lambda b: value < b, "<")):
+            if bound is not None and not holds(bound):
+                return f"must be {sign} {bound:g}"
+        return None
+
+
 class Method:
     """A registration method.
 
     Subclasses set ``name`` (the registry key, lower case, used on the command line and in
     file names), ``label`` (how tables and figures print it) and ``defaults`` (every option the
     method takes, with its default), and implement :meth:`register`.
+
+    Options are checked when a method is made, so that a bad value ends in a one-line error
+    before any work. Every option must have the type of its default: ``true``/``false`` for a
+    bool, an integer for an int, a finite number for a float (integers too), text for a str, and
+    a non-empty list of items of the type of the default's items for a list or tuple. Ranges
+    and choices are declared in ``option_rules``, one :class:`Option` per option that needs
+    more, e.g.::
+
+        defaults = {"levels": 4, "weight": 1.0, "metric": "mattes", "threads": None}
+        option_rules = {"levels": Option(ge=1), "weight": Option(ge=0),
+                        "metric": Option(choices=("mattes", "CC")),
+                        "threads": Option(type=int, ge=1)}
+
+    A default of ``None`` allows ``None``; its type comes from ``option_rules`` (else any value
+    is taken). Checks that tie several options together belong in the method's ``__init__``,
+    raising :class:`ValueError`.
     """
 
     name: ClassVar[str] = ""
     label: ClassVar[str] = ""
     learned: ClassVar[bool] = False
     defaults: ClassVar[Mapping[str, Any]] = {}
+    option_rules: ClassVar[Mapping[str, Option]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -57,6 +133,14 @@ class Method:
             raise RuntimeError(
                 f"method name {cls.name!r} of {cls.__module__}.{cls.__qualname__} is already "
                 f"taken by {other.__module__}.{other.__qualname__}")
+        stray = sorted(set(cls.option_rules) - set(cls.defaults))
+        if stray:
+            raise TypeError(f"method {cls.name!r}: option_rules name options without a default: "
+                            f"{stray}")
+        for key, default in cls.defaults.items():
+            problem = cls.option_rules.get(key, Option()).problem(default, default)
+            if problem:
+                raise TypeError(f"method {cls.name!r}: the default {key}={default!r} {problem}")
         _REGISTRY[cls.name] = cls
 
     def __init__(self, **options: Any) -> None:
@@ -64,6 +148,11 @@ class Method:
         if unknown:
             raise ValueError(f"method {self.name!r} has no option(s) {unknown}; "
                              f"it takes {sorted(self.defaults)}")
+        for key, value in options.items():
+            problem = self.option_rules.get(key, Option()).problem(value, self.defaults[key])
+            if problem:
+                raise ValueError(f"method {self.name!r}: option {key}={value!r}: {problem} "
+                                 "(see `regbench methods`)")
         self.options: dict[str, Any] = {**self.defaults, **options}
 
     def register(self, moving: np.ndarray, fixed: np.ndarray,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from regbench.data.dataset import Dataset
-from regbench.io import check_same_grid, read_image, voxel_spacing, write_field, write_json
+from regbench.io import read_image, read_on_grid, voxel_spacing, write_field, write_json
 from regbench.methods import Method
 from regbench.runtime import versions
 
@@ -63,12 +63,15 @@ def register_pair(method: Method, dataset: Dataset, moving_id: str, fixed_id: st
 
     With ``slice_step > 1`` the method sees the moving image thinned by
     :func:`regbench.degrade.thin_slices` (axis 1); the original labels are scored. Returns the
-    ``metrics.json`` record.
+    ``metrics.json`` record. Every input, the label maps included, is read and checked before
+    the method runs.
     """
     from regbench.evaluate import evaluate_dataset_pair
 
     moving = _thinned(dataset.image(moving_id), slice_step)
     fixed = dataset.image(fixed_id)
+    for subject in (moving_id, fixed_id):
+        dataset.label_map(subject)
     runtime = _register_and_write(method, moving, fixed, dataset.spacing, dataset.affine,
                                   Path(out_dir), slice_step)
     return evaluate_dataset_pair(dataset, moving_id, fixed_id, runtime.pop("field"), out_dir,
@@ -79,20 +82,25 @@ def register_files(method: Method, moving_image: str | os.PathLike,
                    fixed_image: str | os.PathLike, out_dir: str | os.PathLike,
                    moving_labels: str | os.PathLike | None = None,
                    fixed_labels: str | os.PathLike | None = None,
-                   slice_step: int = 1) -> dict[str, Any]:
+                   slice_step: int = 1, reorient: bool = False) -> dict[str, Any]:
     """:func:`register_pair` for images given as files on one grid.
 
     With both label maps the pair is scored (every label its own region) and the
     ``metrics.json`` record is returned; without them only ``field.nii.gz`` and
-    ``runtime.json`` are written and the runtime record is returned.
+    ``runtime.json`` are written and the runtime record is returned. Every file is read and
+    checked before the method runs: all must lie on the fixed image's grid, the moving ones
+    after flipping and permuting their voxel axes into its orientation when ``reorient`` is set
+    (:func:`regbench.io.reorient_like`; logged).
     """
     from regbench.evaluate import evaluate_paths
 
     if (moving_labels is None) != (fixed_labels is None):
         raise ValueError("give both label maps or neither")
     fixed, affine = read_image(fixed_image)
-    moving, moving_affine = read_image(moving_image)
-    check_same_grid(fixed.shape, affine, fixed_image, moving.shape, moving_affine, moving_image)
+    moving = read_on_grid(moving_image, "image", fixed.shape, affine, fixed_image, reorient)
+    if moving_labels is not None:
+        read_on_grid(moving_labels, "labels", fixed.shape, affine, fixed_image, reorient)
+        read_on_grid(fixed_labels, "labels", fixed.shape, affine, fixed_image)
     spacing = tuple(float(s) for s in voxel_spacing(affine))
     runtime = _register_and_write(method, _thinned(moving, slice_step), fixed, spacing, affine,
                                   Path(out_dir), slice_step)
@@ -101,7 +109,8 @@ def register_files(method: Method, moving_image: str | os.PathLike,
         return runtime
     return evaluate_paths(moving_image=moving_image, moving_labels=moving_labels,
                           fixed_labels=fixed_labels, field=Path(out_dir) / FIELD_FILE,
-                          out_dir=out_dir, runtime=runtime, slice_step=slice_step)
+                          out_dir=out_dir, runtime=runtime, slice_step=slice_step,
+                          reorient=reorient)
 
 
 def _thinned(moving: np.ndarray, slice_step: int) -> np.ndarray:

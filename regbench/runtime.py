@@ -10,16 +10,37 @@ from importlib import metadata
 import numpy as np
 import torch
 
+from regbench.io import InputError
+
 TRACKED_PACKAGES = ("regbench", "torch", "antspyx", "voxelmorph", "numpy", "scipy", "nibabel")
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``"auto"`` is CUDA when present, else CPU; anything else is passed to ``torch.device``."""
+    """The device ``name`` names, checked to exist on this machine, before any work is done.
+
+    ``"auto"`` is CUDA when present, else the CPU; anything else is read by ``torch.device``
+    (``cpu``, ``cuda``, ``cuda:1``, ...).
+
+    Raises:
+        InputError: ``name`` is not a device, or names a GPU this machine does not have.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device {name!r}: not a device name; use auto, cpu, cuda or cuda:N"
+                         ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"device {name!r}: this machine has no CUDA GPU; use --device cpu "
+                             "(or auto)")
+        if device.index is not None and device.index >= count:
+            raise InputError(f"device {name!r}: this machine has {count} CUDA GPU(s), "
+                             f"cuda:0 to cuda:{count - 1}")
+    elif device.type != "cpu":
+        raise InputError(f"device {name!r}: regbench runs on cpu or cuda")
     return device
 
 

@@ -44,10 +44,21 @@ Choices the paper leaves open, and how they are made here:
 
 Resuming restores the network, optimizer, grad scaler, step and the Python, NumPy, PyTorch and
 pair-sampler RNG states, so on the CPU an interrupted and resumed run ends with exactly the
-weights of an uninterrupted one. A folder holding ``model.pt`` of the same method, options and
-config is a finished run: :func:`train` returns at once. A checkpoint or model of a *different*
-method, options, training split or config is refused (fields that do not change the result may
-differ: ``checkpoint_every``, ``device``, ``threads``, ``num_workers``).
+weights of an uninterrupted one.
+
+A run's identity is its method, options, config and data: the dataset's name, its training and
+validation subjects, and a fingerprint of their files (:meth:`Dataset.fingerprint`), so data
+prepared again with another seed under the same subject IDs is another run. A folder holding
+``model.pt`` of the same identity is a finished run: :func:`train` returns at once. A checkpoint
+or model of a *different* identity is refused, or with ``replace_stale`` moved with its loss log
+and record into ``out_dir/stale/`` (replacing an older one), and training starts afresh. Config
+fields that do not change what is trained may differ: ``checkpoint_every``, ``device``,
+``threads``, ``num_workers``.
+
+Only one process trains into a folder (:func:`regbench.io.output_lock`). SIGINT (Ctrl-C) or
+SIGTERM (a batch system's time limit) ends the current step, writes ``checkpoint.pt`` and raises
+:class:`TrainingInterrupted`; a second signal stops at once. Non-finite predicted fields or
+weights raise :class:`TrainingDiverged` before anything is saved from them.
 """
 
 from __future__ import annotations
@@ -61,6 +72,9 @@ import json
 import logging
 import os
 import random
+import shutil
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,7 +87,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from regbench.io import InputError, atomic_path, write_json, write_text
+from regbench.io import InputError, atomic_path, output_lock, write_json, write_text
 from regbench.runtime import describe_device, pick_device, seed_everything, set_threads, versions
 
 if TYPE_CHECKING:
@@ -87,6 +101,8 @@ MODEL = "model.pt"
 LOSS_LOG = "loss.csv"
 VALIDATION_LOG = "validation.csv"
 RECORD = "train.json"
+STALE = "stale"
+"""Folder inside the output folder that receives a run of another identity (``replace_stale``)."""
 CHECKPOINT_FORMAT = 1
 
 RUN_ONLY_FIELDS = ("checkpoint_every", "device", "threads", "num_workers", "validate_every",
@@ -147,6 +163,18 @@ def autocast_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
     return None
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on a signal after writing a checkpoint; ``signum`` is the signal."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class TrainingDiverged(InputError):
+    """Training produced non-finite values: the settings (mostly the learning rate) do not suit."""
+
+
 def learning_rate(step: int, config: TrainConfig) -> float:
     """Learning rate of optimizer step ``step`` (1-based): linear warm-up, then constant."""
     if config.warmup_steps <= 0:
@@ -159,7 +187,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
     Keys: ``method``, ``options``, ``network`` (state dict), ``optimizer``, ``scaler``, ``step``,
     ``rng`` (``python``, ``numpy``, ``torch``, ``cuda``, ``sampler``), ``config`` (a
-    :class:`TrainConfig` as a dict), ``dataset`` (``name``, ``train`` subject IDs),
+    :class:`TrainConfig` as a dict), ``dataset`` (``name``, ``train`` and ``val`` subject IDs,
+    ``fingerprint`` of their files),
     ``elapsed_s`` (wall seconds of training so far), ``resumed_at`` (steps resumed from),
     ``format``.
     """
@@ -179,15 +208,27 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def train(method: LearnedMethod, dataset: Dataset, out_dir: str | os.PathLike,
-          config: TrainConfig) -> Path:
+          config: TrainConfig, *, replace_stale: bool = False) -> Path:
     """Train ``method``'s network (built afresh from the seed) on ``dataset``'s training split.
 
     Resumes from ``out_dir/checkpoint.pt`` when present; returns ``out_dir/model.pt``. On return
     ``method.network`` holds the trained network in eval mode on the training device.
+
+    Args:
+        replace_stale: move a model or checkpoint of another method, options, config or data
+            into ``out_dir/stale/`` and train afresh (else it is refused).
+
+    Raises:
+        InputError: ``out_dir`` holds another run (without ``replace_stale``), cannot be
+            written, or another process trains into it.
+        TrainingDiverged: the predicted field or the weights became NaN or infinite.
+        TrainingInterrupted: SIGINT or SIGTERM arrived; a checkpoint of the last step is written.
     """
     out_dir = Path(out_dir)
     with _distributed(config) as (rank, world, device):
-        return _train(method, dataset, out_dir, config, rank, world, device)
+        lock = output_lock(out_dir) if rank == 0 else contextlib.nullcontext()
+        with lock:
+            return _train(method, dataset, out_dir, config, rank, world, device, replace_stale)
 
 
 @contextlib.contextmanager
@@ -212,7 +253,7 @@ def _distributed(config: TrainConfig) -> Iterator[tuple[int, int, torch.device]]
 
 
 def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: TrainConfig,
-           rank: int, world: int, device: torch.device) -> Path:
+           rank: int, world: int, device: torch.device, replace_stale: bool) -> Path:
     if config.batch_size % world:
         raise ValueError(f"batch size {config.batch_size} is not divisible by the {world} "
                          "processes (the batch size is the global batch)")
@@ -221,12 +262,14 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
     network = method.build_network()
     identity = {"method": method.name, "options": _plain(method.options),
                 "config": _plain(dataclasses.asdict(config)),
-                "dataset": {"name": dataset.name, "train": list(dataset.train)}}
+                "dataset": {"name": dataset.name, "train": list(dataset.train),
+                            "val": list(dataset.val),
+                            "fingerprint": dataset.fingerprint([*dataset.train, *dataset.val])}}
+    _set_aside_stale_run(out_dir, identity, replace_stale, rank, world)
     model_path = out_dir / MODEL
     if model_path.exists():
         state = load_checkpoint(model_path)
-        _check_same_run(model_path, state, identity)
-        log.info("%s: finished run of the same method, options and config; nothing to do",
+        log.info("%s: finished run of the same method, options, config and data; nothing to do",
                  model_path)
         network.load_state_dict(state["network"])
         return _finish(method, network, device, model_path)
@@ -247,7 +290,6 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
     checkpoint_path = out_dir / CHECKPOINT
     if checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
-        _check_same_run(checkpoint_path, state, identity)
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
         if state["scaler"] and scaler.is_enabled():
@@ -276,6 +318,7 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
         network.train()
     steps = tqdm(range(start + 1, config.steps + 1), initial=start, total=config.steps,
                  desc=f"train {method.name}", unit="step", disable=rank != 0)
+    stop = _StopRequest(method.name).install()
     try:
         for step in steps:
             draws = sampler.draw(config.batch_size)[rank * share:(rank + 1) * share]
@@ -286,16 +329,16 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 outputs = model(moving, fixed)
+                _check_finite("predicted field", [outputs["field"]], method, step, config)
                 loss, parts = method.loss(outputs, moving, fixed)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training {method.name}: loss is {loss.item()} at "
-                                         f"step {step}; lower the learning rate")
+            _check_finite("loss", [loss], method, step, config)
             scaler.scale(loss).backward()
             if config.clip_grad_norm:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(network.parameters(), config.clip_grad_norm)
             scaler.step(optimizer)
             scaler.update()
+            _check_finite("weights", list(network.parameters()), method, step, config)
             values = _mean_over_processes([loss.detach().float(), *parts.values()], world)
             if logger is not None:
                 record = {"step": step, "loss": values[0],
@@ -311,10 +354,18 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
                 log.info("step %d: validation Dice %.4f (FAIM), %.4f (merged) on %d pairs", step,
                          record["dice_faim"], record["dice_merged"], len(validation.pairs))
                 network.train()
-            if rank == 0 and step % config.checkpoint_every == 0 and step < config.steps:
+            stopping = step < config.steps and stop.requested(world)
+            if rank == 0 and step < config.steps and (stopping or
+                                                      step % config.checkpoint_every == 0):
                 _save(_state(identity, network, optimizer, scaler, sampler, step,
                              time.perf_counter() - began, resumed_at), checkpoint_path)
+            if stopping:
+                raise TrainingInterrupted(
+                    f"training {method.name} stopped at step {step} of {config.steps} "
+                    f"({signal.Signals(stop.signum).name}); {checkpoint_path} holds that step: "
+                    "run the same command again to resume", stop.signum)
     finally:
+        stop.restore()
         for open_log in (logger, validation_log):
             if open_log is not None:
                 open_log.close()
@@ -568,21 +619,105 @@ def _save(state: dict[str, Any], path: Path) -> None:
     log.debug("wrote %s (step %d)", path, state["step"])
 
 
-def _check_same_run(path: Path, state: dict[str, Any], identity: dict[str, Any]) -> None:
-    """Refuse to resume or reuse a state of another method, options, training data or
-    result-relevant config."""
+class _StopRequest:
+    """SIGINT (Ctrl-C) and SIGTERM (a batch system's limit) while training: note the signal, so
+    that the loop ends its step, writes a checkpoint and stops; a second signal stops at once."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():  # signals reach it only
+            self._previous = {signum: signal.signal(signum, self._note)
+                              for signum in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def requested(self, world: int) -> bool:
+        """Whether any process got a signal (every process must stop at the same step)."""
+        if world > 1:
+            stopping = _mean_over_processes([float(self.signum is not None)], world)[0] > 0
+            if stopping and self.signum is None:
+                self.signum = signal.SIGINT
+            return stopping
+        return self.signum is not None
+
+    def _note(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("%s: training %s stops after this step and writes a checkpoint (send it "
+                    "again to stop at once)", signal.Signals(signum).name, self.name)
+
+
+def _check_finite(what: str, tensors: list[torch.Tensor], method: LearnedMethod, step: int,
+                  config: TrainConfig) -> None:
+    """Raise :class:`TrainingDiverged` unless every value of ``tensors`` is finite."""
+    if not torch.stack([torch.isfinite(t.detach()).all() for t in tensors]).all():
+        raise TrainingDiverged(
+            f"training {method.name} diverged at step {step}: the {what} became NaN or "
+            f"infinite; lower the learning rate (--lr, now {config.lr:g}) or warm up longer "
+            f"(--warmup-steps, now {config.warmup_steps})")
+
+
+def _set_aside_stale_run(out_dir: Path, identity: dict[str, Any], replace: bool, rank: int,
+                         world: int) -> None:
+    """Refuse a model or checkpoint in ``out_dir`` of another identity, or with ``replace``
+    move it, its loss log and record into ``out_dir/stale/``."""
+    for path in (out_dir / MODEL, out_dir / CHECKPOINT):  # a finished run speaks for the folder
+        if path.exists():
+            differences = _differences(load_checkpoint(path), identity)
+            break
+    else:
+        return
+    if not differences:
+        return
+    what = "; ".join(differences)
+    if not replace:
+        raise InputError(
+            f"{path}: written by another training run ({what}); give another output folder, or "
+            "--replace-stale to move that run into its stale/ folder and train afresh")
+    if world > 1:
+        dist.barrier()  # every process has read the stale files before they move
+    if rank == 0:
+        stale = out_dir / STALE
+        shutil.rmtree(stale, ignore_errors=True)
+        stale.mkdir()
+        for name in (MODEL, CHECKPOINT, LOSS_LOG, RECORD):
+            if (out_dir / name).exists():
+                os.replace(out_dir / name, stale / name)
+        log.warning("%s: another training run (%s) moved to %s; training afresh", out_dir, what,
+                    stale)
+    if world > 1:
+        dist.barrier()
+
+
+def _differences(state: dict[str, Any], identity: dict[str, Any]) -> list[str]:
+    """How a saved state's run differs from ``identity`` (empty: the same run)."""
     differences = []
-    for key in ("method", "options", "dataset"):
+    for key in ("method", "options"):
         if _plain(state.get(key)) != identity[key]:
             differences.append(f"{key} {_plain(state.get(key))} != {identity[key]}")
+    saved_data, data = _plain(state.get("dataset")) or {}, identity["dataset"]
+    if saved_data.get("name") != data["name"]:
+        differences.append(f"dataset {saved_data.get('name')!r} != {data['name']!r}")
+    for split in ("train", "val"):
+        if saved_data.get(split) != data[split]:
+            differences.append(f"other {split} subjects")
+    if saved_data.get("fingerprint") != data["fingerprint"]:
+        differences.append(f"other data (fingerprint {str(saved_data.get('fingerprint'))[:12]} "
+                           f"!= {data['fingerprint'][:12]})")
     saved, wanted = _plain(state["config"]), identity["config"]
     for key in sorted(set(saved) | set(wanted)):
         if key not in RUN_ONLY_FIELDS and saved.get(key) != wanted.get(key):
             differences.append(f"{key} {saved.get(key)!r} != {wanted.get(key)!r}")
-    if differences:
-        raise InputError(
-            f"{path}: written by a different training run ({'; '.join(differences)}); use "
-            "another output folder or delete it")
+    return differences
 
 
 def _finish(method: LearnedMethod, network: torch.nn.Module, device: torch.device,

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,3 +113,26 @@ def test_register_path_form(demo_dataset, tmp_path):
     with pytest.raises(SystemExit):  # both forms at once
         main(["register", "affine", *files, "--data", str(demo_dataset.root), "--out",
               str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_register_is_deterministic_by_default(demo_dataset, tmp_path):
+    """Three `regbench register affine` runs without --threads: the same field, the same Dice.
+
+    Each run is a process of its own, as on the command line (ITK fixes its thread count once per
+    process); ITK's thread variable is unset, as on a user's machine.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"}
+    outs = [tmp_path / f"run{i}" for i in range(3)]
+    for out in outs:
+        done = subprocess.run(
+            [sys.executable, "-m", "regbench.cli", "register", "affine", "--data",
+             str(demo_dataset.root), "--moving", "demo05", "--fixed", "demo06", "--out",
+             str(out)], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    metrics = [json.loads((out / "metrics.json").read_text()) for out in outs]
+    assert metrics[0]["mean_dice_faim"] == metrics[1]["mean_dice_faim"] == \
+        metrics[2]["mean_dice_faim"]
+    assert all("(1 thread)" in m["device"] for m in metrics)
+    fields = [read_field(out / "field.nii.gz")[0] for out in outs]
+    assert np.array_equal(fields[0], fields[1]) and np.array_equal(fields[0], fields[2])

@@ -56,7 +56,7 @@ def test_methods_are_registered_with_the_contract_labels():
     for name in METHODS:
         method = get_method(name)()
         assert isinstance(method, LearnedMethod) and method.size_multiple == 16
-    assert get_method("dualprnet")(encoder_channels=(8, 16, 32)).size_multiple == 8
+    assert get_method("dualprnet")(encoder_channels=(8, 16, 32), levels=3).size_multiple == 8
 
 
 @pytest.mark.parametrize("shape", [EVEN, ODD], ids=["even", "odd"])

@@ -189,7 +189,7 @@ def test_field_of_the_wrong_shape_names_the_file_and_leaves_no_metrics(dataset, 
 
 def test_field_with_another_voxel_spacing_is_rejected(dataset, tmp_path):
     field_path = tmp_path / "field.nii.gz"
-    write_field(field_path, zero_field(), np.eye(4))
+    write_field(field_path, zero_field(), np.diag([-1.0, 1.0, 1.0, 1.0]))  # LAS, as AFFINE
     with pytest.raises(InputError, match=rf"^{field_path}: voxel spacing"):
         evaluate_dataset_pair(dataset, "s1", "s2", field_path, tmp_path / "out")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import json
 import re
 import subprocess
 import sys
@@ -294,3 +295,28 @@ def test_ci_configuration_end_to_end(tmp_path):
     snakemake(*configs, "--report", "report.html", cwd=work)
     report = (work / "report.html").read_text()
     assert "fig3_warped.png" in report and "table1_faim.csv" in report
+
+
+@pytest.mark.slow
+def test_new_settings_or_new_data_retrain_with_no_manual_step(tmp_path):
+    """Changing train.steps, then regenerating the demo with another seed (the same subject IDs),
+    and rerunning: each time the model is trained afresh, and nobody deletes anything."""
+    work = tmp_path / "work"
+    work.mkdir()
+    folder = work / "results" / "demo" / "models" / "dualprnet-ssf"
+
+    def run(name: str, changes: dict) -> dict:
+        configs = ["--configfile", str(CI)] + ([overlay(tmp_path, name, changes)] if changes
+                                               else [])
+        snakemake("--cores", "2", f"{folder.relative_to(work)}/model.pt", *configs, cwd=work)
+        return json.loads((folder / "train.json").read_text())
+
+    first = run("none.yaml", {})
+    assert first["steps"] == 4
+    more_steps = run("steps.yaml", {"train": {"steps": 5}})
+    assert more_steps["steps"] == 5 and more_steps["resumed_at"] == []  # not from step 2 of 4
+    assert json.loads((folder / "stale" / "train.json").read_text())["steps"] == 4
+    new_data = run("seed.yaml", {"train": {"steps": 5}, "datasets": {"demo": {"seed": 1}}})
+    assert new_data["resumed_at"] == []  # not from step 4 of the run on the old data
+    assert new_data["dataset"]["fingerprint"] != more_steps["dataset"]["fingerprint"]
+    assert new_data["dataset"]["train"] == more_steps["dataset"]["train"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from regbench import __version__
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"regbench: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # Ctrl-C; training says where it stopped (TrainingInterrupted)
+        print(f"regbench: {err or 'interrupted'}", file=sys.stderr)
+        return 128 + getattr(err, "signum", signal.SIGINT)
 
 
 if __name__ == "__main__":

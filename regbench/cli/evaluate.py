@@ -8,6 +8,7 @@ import argparse
 from regbench.cli.arguments import add_dataset_pair
 from regbench.data.dataset import Dataset
 from regbench.evaluate import evaluate_dataset_pair, evaluate_paths
+from regbench.io import output_lock
 
 DATASET_FORM = ("data", "moving", "fixed")
 PATH_FORM = ("moving_image", "moving_labels", "fixed_labels")
@@ -32,6 +33,10 @@ def add_commands(subparsers) -> None:
     paths.add_argument("--dataset-json",
                        help="dataset.json whose labels and regions to score (default: every "
                             "label in the label maps is its own region)")
+    paths.add_argument("--reorient", action="store_true",
+                       help="flip and permute the voxel axes of the moving image and labels "
+                            "into the fixed labels' orientation (e.g. LAS to RAS); without it "
+                            "another orientation is refused")
     parser.add_argument("--field", required=True, help="displacement field NIfTI (X, Y, Z, 3)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--runtime", help="the method's runtime.json, merged into metrics.json")
@@ -45,20 +50,23 @@ def run(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.evaluate_parser
     given = {name for name in (*DATASET_FORM, *PATH_FORM, "dataset_json")
              if getattr(args, name) is not None}
-    if given & set(DATASET_FORM) and given & {*PATH_FORM, "dataset_json"}:
+    if given & set(DATASET_FORM) and (given & {*PATH_FORM, "dataset_json"} or args.reorient):
         parser.error("use either --data/--moving/--fixed or the --moving-image/--moving-labels/"
                      "--fixed-labels form, not both")
     if given & set(DATASET_FORM):
         if not set(DATASET_FORM) <= given:
             parser.error("the dataset form needs --data, --moving and --fixed")
-        evaluate_dataset_pair(Dataset.load(args.data), args.moving, args.fixed, args.field,
-                              args.out, runtime=args.runtime, slice_step=args.slice_step)
+        dataset = Dataset.load(args.data)
+        with output_lock(args.out):
+            evaluate_dataset_pair(dataset, args.moving, args.fixed, args.field, args.out,
+                                  runtime=args.runtime, slice_step=args.slice_step)
         return 0
     if not set(PATH_FORM) <= given:
         parser.error("give --data/--moving/--fixed, or --moving-image, --moving-labels and "
                      "--fixed-labels")
-    evaluate_paths(moving_image=args.moving_image, moving_labels=args.moving_labels,
-                   fixed_labels=args.fixed_labels, field=args.field, out_dir=args.out,
-                   dataset_json=args.dataset_json, runtime=args.runtime,
-                   slice_step=args.slice_step)
+    with output_lock(args.out):
+        evaluate_paths(moving_image=args.moving_image, moving_labels=args.moving_labels,
+                       fixed_labels=args.fixed_labels, field=args.field, out_dir=args.out,
+                       dataset_json=args.dataset_json, runtime=args.runtime,
+                       slice_step=args.slice_step, reorient=args.reorient)
     return 0

@@ -45,7 +45,9 @@ def add_commands(subparsers) -> None:
         "train", help="train a learned method on a prepared dataset",
         description="Train METHOD on the training split of DATA. Writes OUT/model.pt (final), "
                     "OUT/checkpoint.pt (latest; rerunning the same command resumes from it), "
-                    "OUT/loss.csv and OUT/train.json. Under torchrun, trains data-parallel. "
+                    "OUT/loss.csv and OUT/train.json. Ctrl-C writes a checkpoint of the "
+                    "current step and exits with 130. A run of other settings or data in OUT "
+                    "is refused (see --replace-stale). Under torchrun, trains data-parallel. "
                     "Defaults: regbench.training.TrainConfig.")
     train.add_argument("method", metavar="METHOD", help="registry name (see `regbench methods`)")
     train.add_argument("--data", required=True, help="prepared dataset folder")
@@ -54,6 +56,10 @@ def add_commands(subparsers) -> None:
         train.add_argument(flag, type=kind, default=None, help=text)
     train.add_argument("--no-amp", action="store_true",
                        help="no mixed precision on CUDA (never used on the CPU)")
+    train.add_argument("--replace-stale", action="store_true",
+                       help="when OUT holds a model or checkpoint of another method, options, "
+                            "config or data, move it into OUT/stale/ and train afresh (the "
+                            "workflow does; without it such a run is refused)")
     _add_option_flag(train)
     train.set_defaults(func=run_train, parser=train)
 
@@ -63,7 +69,9 @@ def add_commands(subparsers) -> None:
                     "OUT/runtime.json, then scores the pair (OUT/warped.nii.gz, "
                     "OUT/warped_labels.nii.gz, OUT/metrics.json). Either --data/--moving/--fixed "
                     "(a prepared dataset) or --moving-image/--fixed-image (files; scored only "
-                    "with --moving-labels and --fixed-labels).")
+                    "with --moving-labels and --fixed-labels). Every input is checked before "
+                    "the method runs. With the default --threads 1 the same command gives the "
+                    "same numbers, bit for bit, on one machine.")
     register.add_argument("method", metavar="METHOD",
                           help="registry name (see `regbench methods`)")
     add_dataset_pair(register)
@@ -72,6 +80,10 @@ def add_commands(subparsers) -> None:
     paths.add_argument("--fixed-image", help="fixed image NIfTI (defines the grid)")
     paths.add_argument("--moving-labels", help="moving label map NIfTI")
     paths.add_argument("--fixed-labels", help="fixed label map NIfTI")
+    paths.add_argument("--reorient", action="store_true",
+                       help="flip and permute the voxel axes of the moving image and labels "
+                            "into the fixed image's orientation (e.g. LAS to RAS); without it "
+                            "another orientation is refused")
     register.add_argument("--out", required=True, help="output folder")
     register.add_argument("--checkpoint", help="model.pt of a learned method (required for one)")
     register.add_argument("--slice-step", type=int, default=1,
@@ -79,8 +91,10 @@ def add_commands(subparsers) -> None:
                                "(default: 1, the whole image)")
     register.add_argument("--device", default="auto",
                           help="device of a learned method: auto (CUDA when present), cpu, cuda")
-    register.add_argument("--threads", type=int, default=None,
-                          help="CPU threads (PyTorch; and ANTs' `threads` option unless given)")
+    register.add_argument("--threads", type=int, default=1,
+                          help="CPU threads of PyTorch, and ANTs' `threads` option unless given "
+                               "(default: 1, deterministic; more are faster, but ANTs' fields "
+                               "then vary from run to run)")
     _add_option_flag(register)
     register.set_defaults(func=run_register, parser=register)
 
@@ -128,6 +142,7 @@ def run_methods(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from regbench.data.dataset import Dataset
+    from regbench.runtime import pick_device
     from regbench.training import TrainConfig, train
 
     parser: argparse.ArgumentParser = args.parser
@@ -143,13 +158,16 @@ def run_train(args: argparse.Namespace) -> int:
         config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
     except ValueError as err:
         parser.error(str(err))
-    path = train(method, Dataset.load(args.data), args.out, config)
+    pick_device(config.device)  # before any work: a missing GPU is an error of one line
+    path = train(method, Dataset.load(args.data), args.out, config,
+                 replace_stale=args.replace_stale)
     log.info("model: %s", path)
     return 0
 
 
 def run_register(args: argparse.Namespace) -> int:
-    from regbench.io import InputError
+    from regbench.data.dataset import Dataset
+    from regbench.io import InputError, output_lock
     from regbench.registration import register_files, register_pair
     from regbench.runtime import pick_device, set_threads
 
@@ -165,33 +183,38 @@ def run_register(args: argparse.Namespace) -> int:
             parser.error("the path form needs --moving-image and --fixed-image")
         if (args.moving_labels is None) != (args.fixed_labels is None):
             parser.error("give both --moving-labels and --fixed-labels, or neither")
+    elif args.reorient:
+        parser.error("--reorient is for the path form: a prepared dataset has one grid")
     if args.slice_step < 1:
         parser.error("--slice-step must be >= 1")
+    if args.threads < 1:
+        parser.error("--threads must be >= 1")
     set_threads(args.threads)
+    device = pick_device(args.device)
     cls = _method_class(parser, args.method)
     options = parse_options(parser, args.option)
-    if args.threads is not None and "threads" in cls.defaults:
+    if "threads" in cls.defaults:
         options.setdefault("threads", args.threads)
     if cls.learned:
         if args.checkpoint is None:
             parser.error(f"method {args.method!r} is learned: give --checkpoint (its model.pt)")
         try:
-            method = cls.from_checkpoint(args.checkpoint, pick_device(args.device), **options)
+            method = cls.from_checkpoint(args.checkpoint, device, **options)
         except ValueError as err:
             raise InputError(str(err)) from None
     else:
         if args.checkpoint is not None:
             parser.error(f"method {args.method!r} is not learned: it takes no --checkpoint")
         method = _construct(parser, cls, options)
-    if args.data is not None:
-        from regbench.data.dataset import Dataset
-
-        register_pair(method, Dataset.load(args.data), args.moving, args.fixed, args.out,
-                      slice_step=args.slice_step)
-    else:
-        register_files(method, args.moving_image, args.fixed_image, args.out,
-                       moving_labels=args.moving_labels, fixed_labels=args.fixed_labels,
-                       slice_step=args.slice_step)
+    dataset = Dataset.load(args.data) if args.data is not None else None
+    with output_lock(args.out):
+        if dataset is not None:
+            register_pair(method, dataset, args.moving, args.fixed, args.out,
+                          slice_step=args.slice_step)
+        else:
+            register_files(method, args.moving_image, args.fixed_image, args.out,
+                           moving_labels=args.moving_labels, fixed_labels=args.fixed_labels,
+                           slice_step=args.slice_step, reorient=args.reorient)
     return 0
 
 

@@ -12,6 +12,7 @@ preparation never looks complete.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -105,10 +106,10 @@ class Dataset:
             raise InputError(f"{path}: not found (prepare the dataset first, e.g. "
                              f"`regbench demo-data --out {root}`)")
         manifest = read_json(path)
-        missing = [key for key in ("name", "subjects", "splits", "labels", "regions", "grid")
-                   if key not in manifest]
-        if missing:
-            raise InputError(f"{path}: manifest lacks {', '.join(missing)}")
+        problem = _manifest_problem(manifest)
+        if problem:
+            raise InputError(f"{path}: {problem}; prepare the dataset again (`regbench "
+                             "demo-data` or `regbench prepare`)")
         return cls(root, manifest)
 
     @property
@@ -174,6 +175,25 @@ class Dataset:
         self._check_grid(labels.shape, affine, path)
         return labels
 
+    def fingerprint(self, subjects: Sequence[str]) -> str:
+        """SHA-256 of the image and label files of ``subjects``, in order (hex).
+
+        The prepared files are written deterministically (nibabel's gzip stores no time), so
+        the same data prepared again has the same fingerprint, and any change of a voxel, an
+        affine or a subject changes it.
+        """
+        digest = hashlib.sha256()
+        for subject in subjects:
+            for path in (self.image_path(subject), self.labels_path(subject)):
+                digest.update(f"{subject}/{path.parent.name}\n".encode())
+                try:
+                    with path.open("rb") as file:
+                        while block := file.read(1 << 20):
+                            digest.update(block)
+                except OSError as err:
+                    raise InputError(f"{path}: cannot read ({err.strerror})") from None
+        return digest.hexdigest()
+
     def _path(self, kind: str, subject: str) -> Path:
         if subject not in self.manifest["subjects"]:
             raise InputError(f"{self.root / MANIFEST}: no subject {subject!r} in dataset "
@@ -181,4 +201,37 @@ class Dataset:
         return self.root / kind / f"{subject}.nii.gz"
 
     def _check_grid(self, shape: tuple[int, ...], affine: np.ndarray, path: Path) -> None:
-        check_same_grid(self.shape, self.affine, self.root / MANIFEST, shape, affine, path)
+        check_same_grid(self.shape, self.affine, self.root / MANIFEST, shape, affine, path,
+                        remedy="prepare the dataset again")
+
+
+def _manifest_problem(manifest: Any) -> str | None:
+    """What makes ``manifest`` unusable (a missing or malformed entry), or ``None``."""
+    if not isinstance(manifest, dict):
+        return "not a dataset manifest (expected a JSON object)"
+    entries = {"name": str, "subjects": list, "splits": dict, "labels": dict, "regions": dict,
+               "grid": dict}
+    missing = [key for key in entries if key not in manifest]
+    if missing:
+        return f"manifest lacks {', '.join(missing)}"
+    for key, kind in entries.items():
+        if not isinstance(manifest[key], kind):
+            return f"manifest entry {key} is not a {kind.__name__}"
+    for key in ("splits.train", "splits.test", "grid.shape", "grid.spacing_mm", "grid.affine"):
+        group, entry = key.split(".")
+        if entry not in manifest[group]:
+            return f"manifest lacks {key}"
+    for split, subjects in manifest["splits"].items():
+        if not isinstance(subjects, list):
+            return f"manifest entry splits.{split} is not a list"
+    grid = manifest["grid"]
+    try:
+        shape = np.asarray(grid["shape"], dtype=int)
+        spacing = np.asarray(grid["spacing_mm"], dtype=float)
+        affine = np.asarray(grid["affine"], dtype=float)
+    except (TypeError, ValueError):
+        return "manifest entry grid holds non-numbers"
+    if shape.shape != (3,) or spacing.shape != (3,) or affine.shape != (4, 4):
+        return ("manifest entry grid needs shape (3 sizes), spacing_mm (3 numbers) and affine "
+                "(4x4)")
+    return None

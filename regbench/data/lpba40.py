@@ -228,6 +228,12 @@ def read_volume(pair: AnalyzePair, header: nib.AnalyzeHeader | None = None) -> n
         data = np.asarray(header.data_from_fileobj(BytesIO(voxels)))
     except (OSError, EOFError, ValueError, zlib.error) as err:
         raise InputError(f"{pair.voxels}: cannot read the voxels ({err})") from None
+    # A longer file reads without error, but it is not the volume the header describes.
+    expected = int(header.get_data_offset()) + data.size * header.get_data_dtype().itemsize
+    if len(voxels) != expected:
+        raise InputError(f"{pair.voxels}: {len(voxels)} bytes of voxels, but its header "
+                         f"{pair.header.name} describes {expected} ({format_grid(data.shape)} "
+                         f"{header.get_data_dtype()}); the two files do not belong together")
     return data.reshape(protocol.LPBA40_DELINEATION_SHAPE)
 
 

@@ -41,7 +41,7 @@ from regbench.data.preparation import (
     scale_by_maximum,
     staged_dataset,
 )
-from regbench.io import InputError, atomic_path, read_image, read_labels
+from regbench.io import InputError, atomic_path, output_lock, read_image, read_labels
 from regbench.runtime import versions
 
 log = logging.getLogger(__name__)
@@ -113,16 +113,17 @@ def download(out: str | os.PathLike, *, url: str | None = None, sha256: str | No
         if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
             raise InputError(f"--sha256 {sha256!r}: not a SHA-256 digest (64 hex digits)")
         sha256 = sha256.lower()
-    out.mkdir(parents=True, exist_ok=True)
-    for group, address in targets:
-        destination = out / archive_name(group)
-        if destination.is_file():
-            if sha256 is not None and _sha256(destination) != sha256:
-                raise InputError(f"{destination}: SHA-256 {_sha256(destination)} does not match "
-                                 f"the expected {sha256}; delete the file to download it again")
-            log.info("%s: already there, kept", destination)
-            continue
-        _fetch(address, destination, sha256)
+    with output_lock(out):  # one download at a time; removes a killed one's partial files
+        for group, address in targets:
+            destination = out / archive_name(group)
+            if destination.is_file():
+                if sha256 is not None and _sha256(destination) != sha256:
+                    raise InputError(f"{destination}: SHA-256 {_sha256(destination)} does not "
+                                     f"match the expected {sha256}; delete the file to download "
+                                     "it again")
+                log.info("%s: already there, kept", destination)
+                continue
+            _fetch(address, destination, sha256)
     return out
 
 

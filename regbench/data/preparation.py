@@ -21,7 +21,7 @@ import numpy as np
 
 from regbench.data import protocol
 from regbench.data.dataset import MANIFEST, SPLITS
-from regbench.io import InputError
+from regbench.io import InputError, exclusive
 
 log = logging.getLogger(__name__)
 
@@ -129,20 +129,29 @@ def staged_dataset(out: str | os.PathLike) -> Iterator[Path]:
     is left exactly as it was (not even created). On success ``images/``, ``labels/`` and the
     manifest of ``out`` are replaced: the old manifest goes first and the new one comes last, so
     ``out`` never looks complete while it is mixed. Anything else in ``out`` is left alone.
+    One preparation of ``out`` runs at a time (a lock beside it); it removes the staging folders
+    that a killed one left behind.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder; cannot write a dataset there")
     out.parent.mkdir(parents=True, exist_ok=True)
     # Beside OUT, not inside: renames stay on one file system and a failure leaves OUT as it was.
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-    try:
-        yield staging
-        if not (staging / MANIFEST).is_file():
-            raise RuntimeError(f"{staging}: the preparer wrote no {MANIFEST}")
-        _commit(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    # The lock beside OUT makes one preparation at a time; it may then remove the staging
+    # folders that a killed preparation left behind.
+    with exclusive(out.parent / f".{out.name}.lock",
+                   f"{out}: another preparation is writing this dataset; wait for it"):
+        for leftover in out.parent.glob(f".{out.name}.staging-*"):
+            log.info("removing %s, left by an interrupted preparation", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+        try:
+            yield staging
+            if not (staging / MANIFEST).is_file():
+                raise RuntimeError(f"{staging}: the preparer wrote no {MANIFEST}")
+            _commit(staging, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _commit(staging: Path, out: Path) -> None:

@@ -1,6 +1,11 @@
 # Stage 2: train every learned method once per dataset (shared by all experiments using it).
-# Only model.pt is declared: checkpoint.pt, loss.csv and train.json live beside it and are never
-# deleted by Snakemake, so a rerun of an interrupted job resumes from checkpoint.pt.
+# The rule owns its whole folder results/{dataset}/models/{model}/ but declares only model.pt:
+# checkpoint.pt, loss.csv and train.json live beside it and are never deleted by Snakemake, so a
+# rerun of an interrupted job resumes from checkpoint.pt. When the data or the train settings
+# change, Snakemake reruns the job (newer dataset.json, changed params) and --replace-stale moves
+# the old run, whose identity (method, options, settings, data fingerprint) differs, into the
+# folder's stale/ and trains afresh: no manual deletion. One folder per model rather than per
+# settings: the data fingerprint is not known when the DAG is built.
 
 
 rule train:
@@ -29,4 +34,4 @@ rule train:
         "../envs/regbench.yaml"
     shell:
         "{params.launcher} train {params.method} --data {params.data} --out {params.out} "
-        "{params.args} > {log} 2>&1"
+        "--replace-stale {params.args} > {log} 2>&1"
