@@ -24,9 +24,11 @@
 # Every finished job is written to a plain job-completion record (jobcomp/filetxt), copied to
 # WORKDIR/logs/slurm_cluster/jobcomp.txt, which tests/test_slurm.py reads.
 #
-# Environment: REGBENCH_SLURM_CPUS (default: all cores) and REGBENCH_SLURM_MEM_MB (default: the
-# machine's memory, at least 32000 so the workflow's largest request, 16000 MB for training,
-# fits; memory is booked, not enforced) describe the node.
+# The node is sized for the workflow's requests, not for the machine: at least as many CPUs as
+# the profile's `cores` (which caps a job's threads and a job group's cores) and at least
+# 128000 MB, so that the largest bookings fit (training asks 16000 MB, a group of registrations
+# several times 8000 MB, and a retry twice as much). SLURM books that memory but cannot enforce
+# it here (no cgroups). REGBENCH_SLURM_CPUS and REGBENCH_SLURM_MEM_MB override both.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -74,11 +76,15 @@ else
     work=$(cd "$work" && pwd)
 fi
 daemons=()
+snakemake_pid=""
 
 # Stop every job, then the daemons (newest first), then remove the state folder.
 shut_down() {
     local status=$?
     trap - EXIT INT TERM
+    # Interrupted: Snakemake submits no more (it would wait for its running jobs, so cancel
+    # them), then stops when its next status query finds them cancelled.
+    [[ -z $snakemake_pid ]] || kill -TERM "$snakemake_pid" 2>/dev/null || true
     if [[ -S $state/munge/munge.socket ]] && scontrol ping >/dev/null 2>&1; then
         squeue --noheader --format=%i | xargs --no-run-if-empty scancel || true
         for _ in $(seq 60); do
@@ -86,6 +92,11 @@ shut_down() {
                 && break
             sleep 1
         done
+    fi
+    if [[ -n $snakemake_pid ]]; then
+        for _ in $(seq 120); do kill -0 "$snakemake_pid" 2>/dev/null || break; sleep 1; done
+        kill -KILL "$snakemake_pid" 2>/dev/null || true
+        wait "$snakemake_pid" 2>/dev/null || true
     fi
     if [[ $status -ne 0 ]]; then
         for log in slurmctld slurmd munged; do
@@ -96,7 +107,7 @@ shut_down() {
     fi
     if ! $own_work; then
         mkdir -p "$work/logs/slurm_cluster"
-        cp "$state"/log/*.log "$work/logs/slurm_cluster/" 2>/dev/null || true
+        cp "$state"/log/* "$work/logs/slurm_cluster/" 2>/dev/null || true
     fi
     local index
     for ((index = ${#daemons[@]} - 1; index >= 0; index--)); do
@@ -136,9 +147,13 @@ daemons+=($!)
 
 host=$(hostname -s)
 user=$(id -un)
-cpus=${REGBENCH_SLURM_CPUS:-$(nproc)}
+profile_cores=$(python3 -c 'import sys, yaml
+cores = (yaml.safe_load(open(sys.argv[1])) or {}).get("cores")
+print(cores if isinstance(cores, int) else 0)' "$repo/workflow/profiles/slurm/config.yaml")
+machine_cores=$(nproc)
+cpus=${REGBENCH_SLURM_CPUS:-$((machine_cores > profile_cores ? machine_cores : profile_cores))}
 machine_mb=$(awk '/^MemTotal:/ { print int($2 / 1024) }' /proc/meminfo)
-mem_mb=${REGBENCH_SLURM_MEM_MB:-$((machine_mb > 32000 ? machine_mb : 32000))}
+mem_mb=${REGBENCH_SLURM_MEM_MB:-$((machine_mb > 128000 ? machine_mb : 128000))}
 ctld_port=$(free_port)
 slurmd_port=$(free_port)
 while [[ $slurmd_port == "$ctld_port" ]]; do slurmd_port=$(free_port); done
@@ -165,7 +180,7 @@ TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
-JobCompLoc=$state/jobcomp.txt
+JobCompLoc=$state/log/jobcomp.txt
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 # finished jobs stay visible to squeue for an hour: the plugin's status queries need them
@@ -210,17 +225,18 @@ sinfo
 
 cd "$work"
 start=$(date +%s)
-set +e
+# in the background, so that a signal to this script reaches its trap at once
 nice -n 19 snakemake --configfile config/ci.yaml \
-    --profile workflow/profiles/slurm --workflow-profile tests/slurm/profile "$@"
-status=$?
-set -e
+    --profile workflow/profiles/slurm --workflow-profile tests/slurm/profile "$@" &
+snakemake_pid=$!
+status=0
+wait "$snakemake_pid" || status=$?
+snakemake_pid=""
 wall_s=$(($(date +%s) - start))
 
-mkdir -p logs/slurm_cluster
-cp "$state/jobcomp.txt" logs/slurm_cluster/jobcomp.txt 2>/dev/null || : >logs/slurm_cluster/jobcomp.txt
-jobs=$(grep -c '^JobId=' logs/slurm_cluster/jobcomp.txt || true)
-completed=$(grep -c ' JobState=COMPLETED ' logs/slurm_cluster/jobcomp.txt || true)
+touch "$state/log/jobcomp.txt"  # written at the first job's end
+jobs=$(grep -c '^JobId=' "$state/log/jobcomp.txt" || true)
+completed=$(grep -c ' JobState=COMPLETED ' "$state/log/jobcomp.txt" || true)
 echo "local_cluster.sh: snakemake exited with $status after ${wall_s} s wall clock;" \
      "SLURM ran $jobs jobs, $completed completed (logs/slurm_cluster/jobcomp.txt in $work)"
 exit "$status"
