@@ -46,6 +46,10 @@ for tool in munged slurmctld slurmd sbatch squeue scontrol snakemake python3; do
         exit 2
     }
 done
+if [[ $(id -u) -ne 0 ]]; then
+    echo "local_cluster.sh: needs root (slurmd, and the link /run/slurm/conf)" >&2
+    exit 2
+fi
 if [[ -e /etc/slurm/slurm.conf ]]; then
     echo "local_cluster.sh: /etc/slurm/slurm.conf exists (a SLURM cluster of this machine);" \
          "srun in the test's jobs would read it" >&2
@@ -81,7 +85,8 @@ snakemake_pid=""
 # Stop every job, then the daemons (newest first), then remove the state folder.
 shut_down() {
     local status=$?
-    trap - EXIT INT TERM
+    trap - EXIT
+    trap '' INT TERM  # a second interruption must not leave the cluster half stopped
     # Interrupted: Snakemake submits no more (it would wait for its running jobs, so cancel
     # them), then stops when its next status query finds them cancelled.
     [[ -z $snakemake_pid ]] || kill -TERM "$snakemake_pid" 2>/dev/null || true
@@ -146,7 +151,6 @@ munged --foreground --force --socket="$state/munge/munge.socket" \
 daemons+=($!)
 
 host=$(hostname -s)
-user=$(id -un)
 profile_cores=$(python3 -c 'import sys, yaml
 cores = (yaml.safe_load(open(sys.argv[1])) or {}).get("cores")
 print(cores if isinstance(cores, int) else 0)' "$repo/workflow/profiles/slurm/config.yaml")
@@ -163,8 +167,8 @@ ClusterName=regbench-local
 SlurmctldHost=$host
 SlurmctldPort=$ctld_port
 SlurmdPort=$slurmd_port
-SlurmUser=$user
-SlurmdUser=$user
+SlurmUser=root
+SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket=$state/munge/munge.socket
@@ -218,7 +222,7 @@ sinfo
 # --- the workflow ------------------------------------------------------------------------------
 (cd "$repo" && git ls-files -z --cached --others --exclude-standard -- . ':!results' ':!figures') |
     (cd "$repo" && while IFS= read -r -d '' path; do
-        [[ -e $path ]] && printf '%s\0' "$path"
+        if [[ -e $path ]]; then printf '%s\0' "$path"; fi  # a deleted tracked file is skipped
     done) |
     (cd "$repo" && tar --null --files-from=- --create --file=-) |
     tar --extract --file=- --directory="$work"
