@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from regbench.naming import run_name
+
 CANONICAL_METHODS: tuple[str, ...] = (
     "identity", "affine", "syn", "voxelmorph", "dualprnet-ssf", "dualprnet-dsf", "dualprnet")
 """Registry names in table/figure order (CONTRACTS.md)."""
@@ -55,11 +57,6 @@ METHOD_COLORS: dict[str, str] = {
 }
 # Yellow last: it is the hardest to see on white.
 _SPARE_COLORS = tuple(OKABE_ITO[c] for c in ("blue", "black", "yellow"))
-
-
-def run_name(method: str, slice_step: int = 1) -> str:
-    """The workflow's run folder name: ``method``, or ``method-slice{step}`` when step > 1."""
-    return method if int(slice_step) == 1 else f"{method}-slice{int(slice_step)}"
 
 
 def run_label(label: str, slice_step: int = 1) -> str:
