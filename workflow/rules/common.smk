@@ -57,7 +57,6 @@ SLICE_SUFFIX = r"(?:-slice[0-9]+)?"
 CLASSIC_RUN_REGEX = f"(?:{_alternatives(set(INTERNAL) - set(LEARNED))}){SLICE_SUFFIX}"
 """Runs of the suite's methods that are not learned (`register`, one job per pair)."""
 LEARNED_RUN_REGEX = f"(?:{_alternatives(LEARNED)}){SLICE_SUFFIX}"
-EXTERNAL_RUN_REGEX = f"(?:{_alternatives(EXTERNAL)})"
 
 
 def _check_config():
@@ -123,10 +122,6 @@ def figure_pair(dataset):
     if "moving" in chosen or "fixed" in chosen:
         return chosen.get("moving"), chosen.get("fixed")
     return test_pairs(dataset)[0]
-
-
-def dataset_dir(dataset):
-    return f"data/{dataset}"
 
 
 def raw_dir(dataset):
