@@ -1,4 +1,4 @@
-"""regbench workflow: prepare -> train -> register (+ evaluate) -> aggregate -> tables, figures.
+"""regbench workflow: prepare -> train -> register -> evaluate -> aggregate -> tables, figures.
 
     snakemake --cores 2                                   # the embedded demo (config.yaml)
     snakemake --configfile config/paper.yaml --profile workflow/profiles/slurm
@@ -7,6 +7,8 @@
 The configuration is checked against workflow/schemas/config.schema.yaml. Rules live in
 workflow/rules/ by stage; an external (non-Python) method is a rule file named by its
 `rule_file` in the configuration (workflow/rules/methods/example_external.smk shows how).
+Building the DAG imports only pure-Python parts of regbench, from this checkout, so Snakemake's
+own environment needs no more than Snakemake (workflow/rules/common.smk).
 """
 
 import os

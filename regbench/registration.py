@@ -1,17 +1,20 @@
-"""Run one method on one pair: time it, write its field and runtime record, then score it.
+"""Run a method on pairs: time it, write its field and runtime record; score one pair on request.
 
-Per pair, in ``out_dir``::
+Per pair, in its folder::
 
     field.nii.gz     the method's displacement field, (X, Y, Z, 3) voxel units, pull convention
     runtime.json     {"method", "time_s", "device", "versions", "options", "slice_step"}
 
-and then the suite's evaluation (:mod:`regbench.evaluate`) writes ``warped.nii.gz``,
-``warped_labels.nii.gz`` and ``metrics.json``.
+:func:`register_pairs` writes only these two files, for many pairs of a prepared dataset with
+the method set up once (a learned method loads its network once): the workflow's registration
+stage, which the CPU-only ``regbench evaluate`` then scores. :func:`register_pair` and
+:func:`register_files` register one pair and then score it with the suite's evaluation
+(:mod:`regbench.evaluate`: ``warped.nii.gz``, ``warped_labels.nii.gz``, ``metrics.json``).
 
-``time_s`` is the wall time of ``method.register`` alone (reading and writing files excluded),
-with CUDA synchronised before and after. On a GPU the method first registers the pair once
-untimed, so the time excludes CUDA's one-off start-up (context, kernel loading, autotuning) and
-measures what every further pair costs.
+``time_s`` is the wall time of ``method.register`` on one pair alone (reading and writing files
+excluded), with CUDA synchronised before and after. On a GPU the method first registers a pair
+once untimed, before the first timed pair of a process, so the times exclude CUDA's one-off
+start-up (context, kernel loading, autotuning) and measure what every further pair costs.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +41,25 @@ RUNTIME_FILE = "runtime.json"
 
 
 def timed_register(method: Method, moving: np.ndarray, fixed: np.ndarray,
-                   spacing: tuple[float, float, float]) -> tuple[np.ndarray, float]:
-    """``(field (3, X, Y, Z) float32, seconds)`` of ``method.register``; checks the field."""
+                   spacing: tuple[float, float, float],
+                   warm_up: bool = True) -> tuple[np.ndarray, float]:
+    """Register ``moving`` onto ``fixed`` (each ``(X, Y, Z)``) and time it.
+
+    Args:
+        method: the method, set up (a learned one with its network loaded).
+        moving, fixed: the pair's images.
+        spacing: voxel size in mm.
+        warm_up: on a GPU, register once untimed first (see the module docstring); needed
+            once per process only.
+
+    Returns:
+        ``(field (3, X, Y, Z) float32, seconds)`` of ``method.register``.
+
+    Raises:
+        RuntimeError: the field has the wrong shape or NaN/Inf values.
+    """
     cuda = method.device.type == "cuda"
-    if cuda:
+    if cuda and warm_up:
         method.register(moving, fixed, spacing)  # untimed warm-up, see the module docstring
         torch.cuda.synchronize(method.device)
     start = time.perf_counter()
@@ -76,6 +95,43 @@ def register_pair(method: Method, dataset: Dataset, moving_id: str, fixed_id: st
                                   Path(out_dir), slice_step)
     return evaluate_dataset_pair(dataset, moving_id, fixed_id, runtime.pop("field"), out_dir,
                                  runtime=runtime, slice_step=slice_step)
+
+
+def register_pairs(method: Method, dataset: Dataset, pairs: Sequence[tuple[str, str]],
+                   out_root: str | os.PathLike, slice_step: int = 1) -> list[dict[str, Any]]:
+    """Register each ``(moving, fixed)`` pair of a prepared dataset, without scoring it.
+
+    Writes ``out_root/{moving}/{fixed}/field.nii.gz`` and ``runtime.json`` per pair (and removes
+    a stale ``metrics.json`` there). Each pair is timed on its own; on a GPU only the first one
+    is preceded by the untimed warm-up, since the process is already warm for the others.
+
+    Args:
+        method: the method, set up once for every pair.
+        dataset: the prepared dataset holding the subjects.
+        pairs: ``(moving, fixed)`` subject IDs, registered in this order.
+        out_root: the run folder; each pair gets its folder ``{moving}/{fixed}`` below it.
+        slice_step: the method sees the moving image thinned by
+            :func:`regbench.degrade.thin_slices` (axis 1) when > 1.
+
+    Returns:
+        The runtime records, in pair order.
+
+    Raises:
+        InputError: a subject is not in the dataset (checked before anything is registered).
+    """
+    for subject in {s for pair in pairs for s in pair}:
+        dataset.image_path(subject)
+    records = []
+    for index, (moving_id, fixed_id) in enumerate(pairs):
+        moving = _thinned(dataset.image(moving_id), slice_step)
+        fixed = dataset.image(fixed_id)
+        log.info("pair %d of %d: %s -> %s", index + 1, len(pairs), moving_id, fixed_id)
+        runtime = _register_and_write(method, moving, fixed, dataset.spacing, dataset.affine,
+                                      Path(out_root) / moving_id / fixed_id, slice_step,
+                                      warm_up=index == 0)
+        runtime.pop("field")
+        records.append(runtime)
+    return records
 
 
 def register_files(method: Method, moving_image: str | os.PathLike,
@@ -125,13 +181,13 @@ def _thinned(moving: np.ndarray, slice_step: int) -> np.ndarray:
 
 def _register_and_write(method: Method, moving: np.ndarray, fixed: np.ndarray,
                         spacing: tuple[float, float, float], affine: np.ndarray, out_dir: Path,
-                        slice_step: int) -> dict[str, Any]:
+                        slice_step: int, warm_up: bool = True) -> dict[str, Any]:
     """Time the method, write ``field.nii.gz`` and ``runtime.json``; returns the runtime record
     with the field under ``"field"``."""
     for stale in (RUNTIME_FILE, "metrics.json"):
         (out_dir / stale).unlink(missing_ok=True)
     log.info("registering with %s (%s)", method.name, method.device_description())
-    field, seconds = timed_register(method, moving, fixed, spacing)
+    field, seconds = timed_register(method, moving, fixed, spacing, warm_up=warm_up)
     runtime = {"method": method.name, "time_s": seconds,
                "device": method.device_description(), "versions": versions(),
                "options": method.options, "slice_step": slice_step}

@@ -55,20 +55,28 @@ def with_external(config: Path, tmp_path: Path) -> str:
         "experiments": {"main": {"methods": [*main, "example-identity"]}}})
 
 
-def dry_run_jobs(*args: str) -> list[tuple[str, dict[str, str]]]:
-    """(rule, wildcards) of every job a dry run lists."""
-    out = snakemake("-n", *args).stdout
-    jobs, rule = [], None
+def parse_jobs(out: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job a dry run's output lists, grouped jobs too."""
+    jobs = []
     for line in out.splitlines():
-        start = re.match(r"^(?:local)?rule (\S+):$", line)
+        start = re.match(r"^\s*(?:local)?rule (\S+):$", line)
         if start:
-            rule = start.group(1)
-            jobs.append((rule, {}))
-        elif line.startswith("    wildcards: ") and rule is not None:
+            jobs.append((start.group(1), {}))
+        elif line.strip().startswith("wildcards: ") and jobs:
             jobs[-1][1].update(item.split("=", 1)
-                               for item in line.removeprefix("    wildcards: ").split(", "))
+                               for item in line.strip().removeprefix("wildcards: ").split(", "))
     assert jobs, out[-3000:]
     return jobs
+
+
+def dry_run_jobs(*args: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job a dry run lists."""
+    return parse_jobs(snakemake("-n", *args).stdout)
+
+
+def learned_rules(datasets) -> set[str]:
+    """The rules registering a learned method's test pairs, one per dataset."""
+    return {f"register_learned_{dataset}" for dataset in datasets}
 
 
 # --- lint and the paper's DAG ----------------------------------------------------------------
@@ -85,17 +93,27 @@ def test_lint_reports_nothing(configs, tmp_path):
     assert "Lints for" not in out, out
 
 
-def test_paper_dry_run_lists_every_test_pair_of_every_run():
+def test_paper_dry_run_scores_every_test_pair_of_every_run():
     jobs = dry_run_jobs("--configfile", str(PAPER))
-    per_run = collections.Counter(
-        (w["dataset"], w["experiment"], w["run"]) for rule, w in jobs
-        if rule in ("register", "register_learned"))
-    expected = {(dataset, experiment, run): pairs
-                for dataset, pairs in TEST_PAIRS.items()
-                for experiment, runs in (("main", MAIN), ("ablation", ABLATION),
-                                         ("slice_spacing", SLICE_SPACING))
-                for run in runs}
-    assert dict(per_run) == expected
+    runs = {(dataset, experiment, run): pairs
+            for dataset, pairs in TEST_PAIRS.items()
+            for experiment, runs in (("main", MAIN), ("ablation", ABLATION),
+                                     ("slice_spacing", SLICE_SPACING))
+            for run in runs}
+    scored = collections.Counter((w["dataset"], w["experiment"], w["run"])
+                                 for rule, w in jobs if rule == "evaluate")
+    assert dict(scored) == runs
+    # a method that is not learned: one registration job per pair (the figure pair's its own)
+    classic = collections.Counter((w["dataset"], w["experiment"], w["run"]) for rule, w in jobs
+                                  if rule in ("register", "register_figure_pair"))
+    assert dict(classic) == {key: pairs for key, pairs in runs.items()
+                             if key[2] in ("affine", "syn")}
+    assert sum(rule == "register_figure_pair" for rule, _ in jobs) == 2 * 2  # affine, syn
+    # a learned method: ONE job per (dataset, experiment, run) registers all its test pairs
+    learned = collections.Counter((rule.removeprefix("register_learned_"), w["experiment"],
+                                   w["run"]) for rule, w in jobs
+                                  if rule in learned_rules(TEST_PAIRS))
+    assert dict(learned) == {key: 1 for key in runs if key[2] not in ("affine", "syn")}
     # one model per (dataset, learned method), shared by every experiment
     trained = sorted((w["dataset"], w["model"]) for rule, w in jobs if rule == "train")
     assert trained == sorted((d, m) for d in TEST_PAIRS
@@ -115,12 +133,16 @@ def test_paper_commands_use_the_gpu_ddp_and_slice_thinning(tmp_path):
     for configs, model in (([str(PAPER)], "dualprnet"),
                            ([str(PAPER), thinned], "dualprnet-slice8")):
         out = snakemake(target, "-n", "-p", "--configfile", *configs).stdout
-        commands = [line for line in out.splitlines() if line.startswith("Shell command: ")]
-        register = next(c for c in commands if " register dualprnet " in c)
+        commands = [line.strip() for line in out.splitlines()
+                    if line.strip().startswith("Shell command: ")]
+        register = next(c for c in commands if " register-pairs dualprnet " in c)
         train = next(c for c in commands if " train dualprnet " in c)
-        assert "--slice-step 8" in register
+        evaluate = next(c for c in commands if " evaluate " in c)
+        assert "--slice-step 8" in register and "--test-pairs" in register
         assert f"--checkpoint results/lpba40/models/{model}/model.pt" in register
         assert "--device cuda" in register
+        assert "--out-root results/lpba40/pairs/slice_spacing/dualprnet-slice8 " in register
+        assert "--field results/lpba40/pairs/slice_spacing/dualprnet-slice8/S31/S32/" in evaluate
         assert train.startswith(
             "Shell command: torchrun --standalone --nproc_per_node 4 -m regbench.cli train")
         assert f"--out results/lpba40/models/{model} " in train
@@ -141,8 +163,7 @@ def test_external_method_gets_one_rule_job_and_one_evaluation_per_pair(tmp_path)
     rules = collections.Counter(rule for rule, _ in jobs)
     pairs = sum(TEST_PAIRS.values())
     assert rules["example_identity"] == pairs
-    assert rules["evaluate_external"] == pairs
-    assert {w["run"] for rule, w in jobs if rule == "evaluate_external"} == {"example-identity"}
+    assert sum(rule == "evaluate" and w["run"] == "example-identity" for rule, w in jobs) == pairs
 
 
 def without_raw(config: dict) -> None:
@@ -181,12 +202,17 @@ def conda_specs(path: Path) -> dict[str, Requirement]:
     return specs
 
 
-@pytest.mark.parametrize("env_file", ["environment.yml", "workflow/envs/regbench.yaml"])
-def test_environment_pins_match_pyproject(env_file):
+@pytest.mark.parametrize("env_file, extras", [("environment.yml", ["dev"]),
+                                               ("workflow/envs/regbench.yaml", [])])
+def test_environment_pins_match_pyproject(env_file, extras):
+    """The suite's environment has the dependencies and the dev tools, the rules' environment
+    the dependencies, each with pyproject.toml's pins."""
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     specs = conda_specs(ROOT / env_file)
-    for dependency in project["dependencies"]:
+    wanted_all = [*project["dependencies"],
+                  *(d for extra in extras for d in project["optional-dependencies"][extra])]
+    for dependency in wanted_all:
         wanted = Requirement(dependency)
         assert wanted.name.lower() in specs, f"{env_file} lacks {wanted.name}"
         assert specs[wanted.name.lower()].specifier == wanted.specifier, (
@@ -197,27 +223,15 @@ def test_every_rule_names_the_conda_environment():
     rules = [path for path in (ROOT / "workflow" / "rules").rglob("*.smk")]
     for path in rules:
         text = path.read_text()
-        declared = len(re.findall(r"^rule \w+:", text, flags=re.M))
-        environments = re.findall(r'^    conda:\n        "([^"]+)"', text, flags=re.M)
+        declared = len(re.findall(r"^ *rule(?: \w+)?:", text, flags=re.M))  # `use rule` inherits
+        environments = re.findall(r'^( *)conda:\n\1    "([^"]+)"', text, flags=re.M)
+        environments = [environment for _, environment in environments]
         assert len(environments) == declared, path
         for environment in environments:
             assert (path.parent / environment).resolve() == (
                 ROOT / "workflow" / "envs" / "regbench.yaml"), (path, environment)
     post_deploy = ROOT / "workflow" / "envs" / "regbench.post-deploy.sh"
     assert "REGBENCH_SOURCE" in post_deploy.read_text()
-
-
-def test_profiles():
-    slurm = yaml.safe_load((ROOT / "workflow/profiles/slurm/config.yaml").read_text())
-    assert slurm["executor"] == "slurm"
-    for rule in ("train", "register_learned"):
-        assert slurm["set-resources"][rule]["tasks_per_gpu"] == 0
-    local = yaml.safe_load((ROOT / "workflow/profiles/local-gpu/config.yaml").read_text())
-    assert local["resources"]["gpu"] >= 1
-    jobs = dry_run_jobs("results/lpba40/pairs/main/dualprnet/S31/S32/metrics.json",
-                        "--profile", str(ROOT / "workflow/profiles/local-gpu"),
-                        "--configfile", str(PAPER))
-    assert sorted(rule for rule, _ in jobs) == ["prepare", "register_learned", "train"]
 
 
 # --- the tiny configuration end to end -------------------------------------------------------
@@ -245,7 +259,8 @@ def mean_of(cell: str) -> float:
 def test_ci_configuration_end_to_end(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
-    configs = ["--configfile", str(CI), with_external(CI, tmp_path)]
+    volumes = overlay(tmp_path, "volumes.yaml", {"register": {"keep_volumes": False}})
+    configs = ["--configfile", str(CI), with_external(CI, tmp_path), volumes]
     snakemake("--cores", "2", *configs, cwd=work, timeout=900)
 
     ci = yaml.safe_load(CI.read_text())
@@ -280,6 +295,20 @@ def test_ci_configuration_end_to_end(tmp_path):
         assert (figures / f"{stem}.png").stat().st_size > 0
         assert (figures / f"{stem}.pdf").stat().st_size > 0
 
+    # keep_volumes false: only the figure pair keeps its field and warped volumes; the other
+    # pairs keep their records (and an external method its own field)
+    figure_pair = ("demo05", "demo06")
+    records = ["metrics.json", "runtime.json"]
+    volumes = ["field.nii.gz", "warped.nii.gz", "warped_labels.nii.gz"]
+    for experiment, runs in (("main", [*MAIN, "example-identity"]), ("ablation", ABLATION),
+                             ("slice_spacing", SLICE_SPACING)):
+        for run in runs:
+            for pair in (figure_pair, figure_pair[::-1]):
+                folder = work.joinpath("results", "demo", "pairs", experiment, run, *pair)
+                kept = volumes if pair == figure_pair else (
+                    ["field.nii.gz"] if run == "example-identity" else [])
+                assert sorted(p.name for p in folder.iterdir()) == sorted(records + kept), folder
+
     # training left its resume state beside the model
     for model in ("voxelmorph", "dualprnet", "dualprnet-dsf", "dualprnet-ssf"):
         folder = work / "results" / "demo" / "models" / model
@@ -287,11 +316,11 @@ def test_ci_configuration_end_to_end(tmp_path):
     # every job logged and benchmarked (one benchmark per job but `all`)
     assert len(list((work / "logs" / "benchmarks").rglob("*.tsv"))) >= 30
 
-    # complete and up to date: nothing left to do
+    # complete and up to date, the deleted fields included: nothing left to do
     again = snakemake("--cores", "2", *configs, "-n", cwd=work).stdout
     assert "Nothing to be done" in again, again[-3000:]
 
-    # the HTML report holds the tables and figures
+    # the HTML report holds the tables and figures (the README's `snakemake --report`)
     snakemake(*configs, "--report", "report.html", cwd=work)
     report = (work / "report.html").read_text()
     assert "fig3_warped.png" in report and "table1_faim.csv" in report

@@ -9,6 +9,7 @@ from regbench.cli.arguments import add_dataset_pair
 from regbench.data.dataset import Dataset
 from regbench.evaluate import evaluate_dataset_pair, evaluate_paths
 from regbench.io import output_lock
+from regbench.runtime import set_threads
 
 DATASET_FORM = ("data", "moving", "fixed")
 PATH_FORM = ("moving_image", "moving_labels", "fixed_labels")
@@ -43,11 +44,16 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--slice-step", type=int, default=None,
                         help="slice thinning of the moving image the method registered "
                              "(default: the runtime record's, else 1)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of PyTorch's warping (default: PyTorch's default)")
     parser.set_defaults(func=run, evaluate_parser=parser)
 
 
 def run(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.evaluate_parser
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    set_threads(args.threads)
     given = {name for name in (*DATASET_FORM, *PATH_FORM, "dataset_json")
              if getattr(args, name) is not None}
     if given & set(DATASET_FORM) and (given & {*PATH_FORM, "dataset_json"} or args.reorient):

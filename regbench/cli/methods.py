@@ -1,5 +1,5 @@
-"""``regbench methods``, ``regbench train`` and ``regbench register``: the method registry on the
-command line (:mod:`regbench.methods`, :mod:`regbench.training`, :mod:`regbench.registration`).
+"""``regbench methods``, ``train``, ``register`` and ``register-pairs``: the method registry on
+the command line (:mod:`regbench.methods`, :mod:`regbench.training`, :mod:`regbench.registration`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ TRAIN_FLAGS = {  # TrainConfig field -> (flag, type, help)
 
 
 def add_commands(subparsers) -> None:
-    """Add the ``methods``, ``train`` and ``register`` sub-commands."""
+    """Add the ``methods``, ``train``, ``register`` and ``register-pairs`` sub-commands."""
     listing = subparsers.add_parser(
         "methods", help="list the registered methods",
         description="List every registered method (baselines/, models/ and the .py files in the "
@@ -85,18 +85,43 @@ def add_commands(subparsers) -> None:
                             "into the fixed image's orientation (e.g. LAS to RAS); without it "
                             "another orientation is refused")
     register.add_argument("--out", required=True, help="output folder")
-    register.add_argument("--checkpoint", help="model.pt of a learned method (required for one)")
-    register.add_argument("--slice-step", type=int, default=1,
-                          help="register the moving image keeping every N-th slice along axis 1 "
-                               "(default: 1, the whole image)")
-    register.add_argument("--device", default="auto",
-                          help="device of a learned method: auto (CUDA when present), cpu, cuda")
-    register.add_argument("--threads", type=int, default=1,
-                          help="CPU threads of PyTorch, and ANTs' `threads` option unless given "
-                               "(default: 1, deterministic; more are faster, but ANTs' fields "
-                               "then vary from run to run)")
-    _add_option_flag(register)
+    _add_method_setup(register)
     register.set_defaults(func=run_register, parser=register)
+
+    pairs = subparsers.add_parser(
+        "register-pairs", help="register many pairs of a dataset with a method, without scoring",
+        description="Register pairs of the prepared dataset DATA with METHOD, set up once (a "
+                    "learned method loads its network once), each pair timed on its own: writes "
+                    "OUT_ROOT/MOVING/FIXED/field.nii.gz and runtime.json per pair, and nothing "
+                    "else. `regbench evaluate` scores a pair afterwards. The workflow's "
+                    "registration stage: a learned method registers all test pairs of a run in "
+                    "one such job.")
+    pairs.add_argument("method", metavar="METHOD", help="registry name (see `regbench methods`)")
+    pairs.add_argument("--data", required=True, help="prepared dataset folder")
+    pairs.add_argument("--out-root", required=True,
+                       help="run folder; each pair's files go to OUT_ROOT/MOVING/FIXED/")
+    chosen = pairs.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--test-pairs", action="store_true",
+                        help="every ordered pair of distinct subjects of the test split")
+    chosen.add_argument("--pair", nargs=2, action="append", metavar=("MOVING", "FIXED"),
+                        help="one pair of subject IDs; repeatable")
+    _add_method_setup(pairs)
+    pairs.set_defaults(func=run_register_pairs, parser=pairs)
+
+
+def _add_method_setup(parser: argparse.ArgumentParser) -> None:
+    """What sets up a method for registration: checkpoint, slice step, device, threads, options."""
+    parser.add_argument("--checkpoint", help="model.pt of a learned method (required for one)")
+    parser.add_argument("--slice-step", type=int, default=1,
+                        help="register the moving image keeping every N-th slice along axis 1 "
+                             "(default: 1, the whole image)")
+    parser.add_argument("--device", default="auto",
+                        help="device of a learned method: auto (CUDA when present), cpu, cuda")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads of PyTorch, and ANTs' `threads` option unless given "
+                             "(default: 1, deterministic; more are faster, but ANTs' fields "
+                             "then vary from run to run)")
+    _add_option_flag(parser)
 
 
 def _add_option_flag(parser: argparse.ArgumentParser) -> None:
@@ -167,9 +192,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_register(args: argparse.Namespace) -> int:
     from regbench.data.dataset import Dataset
-    from regbench.io import InputError, output_lock
+    from regbench.io import output_lock
     from regbench.registration import register_files, register_pair
-    from regbench.runtime import pick_device, set_threads
 
     parser: argparse.ArgumentParser = args.parser
     dataset_form = [args.data, args.moving, args.fixed]
@@ -185,6 +209,42 @@ def run_register(args: argparse.Namespace) -> int:
             parser.error("give both --moving-labels and --fixed-labels, or neither")
     elif args.reorient:
         parser.error("--reorient is for the path form: a prepared dataset has one grid")
+    method = _set_up_method(parser, args)
+    dataset = Dataset.load(args.data) if args.data is not None else None
+    with output_lock(args.out):
+        if dataset is not None:
+            register_pair(method, dataset, args.moving, args.fixed, args.out,
+                          slice_step=args.slice_step)
+        else:
+            register_files(method, args.moving_image, args.fixed_image, args.out,
+                           moving_labels=args.moving_labels, fixed_labels=args.fixed_labels,
+                           slice_step=args.slice_step, reorient=args.reorient)
+    return 0
+
+
+def run_register_pairs(args: argparse.Namespace) -> int:
+    from regbench.data.dataset import Dataset
+    from regbench.io import output_lock
+    from regbench.naming import ordered_pairs
+    from regbench.registration import register_pairs
+
+    parser: argparse.ArgumentParser = args.parser
+    dataset = Dataset.load(args.data)
+    pairs = ordered_pairs(dataset.test) if args.test_pairs else [tuple(p) for p in args.pair]
+    if not pairs:
+        parser.error(f"{args.data}: the test split has fewer than 2 subjects: no pairs")
+    method = _set_up_method(parser, args)
+    with output_lock(args.out_root):
+        register_pairs(method, dataset, pairs, args.out_root, slice_step=args.slice_step)
+    return 0
+
+
+def _set_up_method(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The method of ``args``: built with its options, or loaded from its checkpoint if learned;
+    PyTorch's threads set and the device checked. Ends with a usage error on a bad combination."""
+    from regbench.io import InputError
+    from regbench.runtime import pick_device, set_threads
+
     if args.slice_step < 1:
         parser.error("--slice-step must be >= 1")
     if args.threads < 1:
@@ -199,23 +259,12 @@ def run_register(args: argparse.Namespace) -> int:
         if args.checkpoint is None:
             parser.error(f"method {args.method!r} is learned: give --checkpoint (its model.pt)")
         try:
-            method = cls.from_checkpoint(args.checkpoint, device, **options)
+            return cls.from_checkpoint(args.checkpoint, device, **options)
         except ValueError as err:
             raise InputError(str(err)) from None
-    else:
-        if args.checkpoint is not None:
-            parser.error(f"method {args.method!r} is not learned: it takes no --checkpoint")
-        method = _construct(parser, cls, options)
-    dataset = Dataset.load(args.data) if args.data is not None else None
-    with output_lock(args.out):
-        if dataset is not None:
-            register_pair(method, dataset, args.moving, args.fixed, args.out,
-                          slice_step=args.slice_step)
-        else:
-            register_files(method, args.moving_image, args.fixed_image, args.out,
-                           moving_labels=args.moving_labels, fixed_labels=args.fixed_labels,
-                           slice_step=args.slice_step, reorient=args.reorient)
-    return 0
+    if args.checkpoint is not None:
+        parser.error(f"method {args.method!r} is not learned: it takes no --checkpoint")
+    return _construct(parser, cls, options)
 
 
 def _method_class(parser: argparse.ArgumentParser, name: str):

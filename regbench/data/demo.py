@@ -44,6 +44,13 @@ from tqdm import tqdm
 from regbench.data import protocol
 from regbench.data.dataset import MANIFEST, make_manifest, write_manifest, write_subject
 from regbench.io import InputError, read_json
+from regbench.naming import (  # noqa: F401  (re-exported: the demo's split)
+    MAX_TEST_SUBJECTS,
+    MAX_VAL_SUBJECTS,
+    MIN_SUBJECTS,
+    demo_split,
+    demo_subjects,
+)
 from regbench.transforms import integrate_velocity, sample, warp, warp_labels
 
 log = logging.getLogger(__name__)
@@ -61,9 +68,6 @@ DEMO_REGIONS: dict[str, list[int]] = {
 }
 """Region -> its (left, right) labels, in the LPBA40 region order of the protocol."""
 
-MIN_SUBJECTS = 4
-MAX_TEST_SUBJECTS = 4
-MAX_VAL_SUBJECTS = 4
 MIN_SIZE = 20
 """Fewest voxels along an axis: below 8 mm voxels the hippocampus is a handful of voxels."""
 
@@ -155,30 +159,6 @@ def _fine_positions(scale: float) -> list[np.ndarray]:
     """Per axis, the demo voxel centres at ``scale`` in 1 mm crop voxels (= mm along the axis)."""
     shape, _ = demo_grid(scale)
     return [(np.arange(n) + 0.5) / scale - 0.5 for n in shape]
-
-
-def demo_subjects(n: int) -> list[str]:
-    """Subject IDs ``demo01 .. demoNN``, zero-padded to at least 2 digits."""
-    width = max(2, len(str(n)))
-    return [f"demo{i:0{width}d}" for i in range(1, n + 1)]
-
-
-def demo_split(n: int) -> tuple[list[str], list[str], list[str]]:
-    """``(train, val, test)`` IDs of ``n`` subjects, in that order of the subject list.
-
-    The test split is the last quarter, at least 2 and at most :data:`MAX_TEST_SUBJECTS` (4
-    subjects give 12 ordered test pairs: enough for paired tests, few enough for ANTs on a CPU).
-    The validation split, which only monitors training, is the quarter of the rest before them,
-    at most :data:`MAX_VAL_SUBJECTS`, and empty when that is fewer than 2 subjects.
-    """
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < MIN_SUBJECTS:
-        raise InputError(f"demo: subjects={n!r} is too few; at least {MIN_SUBJECTS}")
-    subjects = demo_subjects(n)
-    test = min(MAX_TEST_SUBJECTS, max(2, n // 4))
-    val = min(MAX_VAL_SUBJECTS, (n - test) // 4)
-    val = val if val >= 2 else 0
-    train = n - test - val
-    return subjects[:train], subjects[train:train + val], subjects[train + val:]
 
 
 # --- the atlas ------------------------------------------------------------------------------------

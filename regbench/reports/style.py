@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from regbench.naming import run_name
+
 CANONICAL_METHODS: tuple[str, ...] = (
     "identity", "affine", "syn", "voxelmorph", "voxelmorph-diff", "dualprnet-ssf",
     "dualprnet-dsf", "dualprnet")
@@ -60,11 +62,6 @@ METHOD_COLORS: dict[str, str] = {
 # "muted" colours, also safe under the common colour-vision deficiencies.
 _SPARE_COLORS = (OKABE_ITO["black"], OKABE_ITO["yellow"], "#332288", "#882255", "#44AA99",
                  "#999933")
-
-
-def run_name(method: str, slice_step: int = 1) -> str:
-    """The workflow's run folder name: ``method``, or ``method-slice{step}`` when step > 1."""
-    return method if int(slice_step) == 1 else f"{method}-slice{int(slice_step)}"
 
 
 def run_label(label: str, slice_step: int = 1) -> str:

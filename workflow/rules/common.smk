@@ -2,7 +2,11 @@
 
 Everything the DAG needs is known from the configuration alone: the test pairs of LPBA40 and
 Mindboggle101 come from the protocol splits (regbench.data.protocol) and those of the demo from
-its deterministic naming rule, so a dry run needs neither raw nor prepared data.
+its deterministic naming rule (regbench.naming), so a dry run needs neither raw nor prepared data.
+
+This file imports only pure-Python modules of regbench (naming, the protocol tables, the report
+style), from this checkout: Snakemake's own environment needs nothing but Snakemake, even when
+regbench is not installed there (`--use-conda` installs it in the rules' environment).
 
 A *run* is one column of an experiment: a method at one slice step. Its folder under
 results/{dataset}/pairs/{experiment}/ is the method name, or {method}-slice{step} for a thinned
@@ -10,23 +14,18 @@ moving volume (step > 1).
 """
 
 import functools
-import itertools
 import json
 import os
 import re
 import shlex
+import sys
 from typing import NamedTuple
 
 from snakemake.exceptions import WorkflowError
 
-try:
-    import regbench  # noqa: F401
-except ImportError:
-    raise WorkflowError(
-        "the regbench package is not installed in the environment running snakemake: run "
-        "`python3 -m pip install -e .` (or `conda env create -f environment.yml`) first"
-    ) from None
+sys.path.insert(0, workflow.basedir)  # this checkout's regbench, installed or not
 
+from regbench import naming
 from regbench.data import protocol
 from regbench.reports import style
 
@@ -56,8 +55,8 @@ def _alternatives(names):
 
 SLICE_SUFFIX = r"(?:-slice[0-9]+)?"
 CLASSIC_RUN_REGEX = f"(?:{_alternatives(set(INTERNAL) - set(LEARNED))}){SLICE_SUFFIX}"
+"""Runs of the suite's methods that are not learned (`register`, one job per pair)."""
 LEARNED_RUN_REGEX = f"(?:{_alternatives(LEARNED)}){SLICE_SUFFIX}"
-EXTERNAL_RUN_REGEX = f"(?:{_alternatives(EXTERNAL)})"
 
 
 def _check_config():
@@ -101,9 +100,7 @@ def test_subjects(dataset):
     """Test subject IDs of a configured dataset, in split order."""
     settings = config["datasets"][dataset]
     if dataset == "demo":
-        from regbench.data.demo import demo_split
-
-        return list(demo_split(settings["subjects"])[2])
+        return naming.demo_split(settings["subjects"])[2]
     if dataset == "lpba40":
         test = protocol.LPBA40_SPLITS["test"]
     else:
@@ -114,8 +111,9 @@ def test_subjects(dataset):
 
 
 def test_pairs(dataset):
-    """Every ordered (moving, fixed) pair of distinct test subjects (as Dataset.pairs)."""
-    return list(itertools.permutations(test_subjects(dataset), 2))
+    """Every ordered (moving, fixed) pair of distinct test subjects, as `regbench
+    register-pairs --test-pairs` registers them."""
+    return naming.ordered_pairs(test_subjects(dataset))
 
 
 def figure_pair(dataset):
@@ -124,10 +122,6 @@ def figure_pair(dataset):
     if "moving" in chosen or "fixed" in chosen:
         return chosen.get("moving"), chosen.get("fixed")
     return test_pairs(dataset)[0]
-
-
-def dataset_dir(dataset):
-    return f"data/{dataset}"
 
 
 def raw_dir(dataset):
@@ -175,7 +169,7 @@ def runs(experiment):
     found = []
     for method in settings["methods"]:
         for step in settings["slice_steps"]:
-            name = style.run_name(method, step)
+            name = naming.run_name(method, step)
             model = None
             if method in LEARNED:
                 model = name if step > 1 and settings["train_thinned"] else method
@@ -190,10 +184,12 @@ def run_of(wildcards):
     raise WorkflowError(f"experiment {wildcards.experiment!r} has no run {wildcards.run!r}")
 
 
-def pair_dir(dataset, experiment, run, moving=None, fixed=None):
-    """Folder of one pair's outputs, or of one run (all its pairs) without moving and fixed."""
-    folder = f"results/{dataset}/pairs/{experiment}/{run}"
-    return folder if moving is None else f"{folder}/{moving}/{fixed}"
+pair_dir = naming.pair_dir
+
+
+def run_folder(pair_file):
+    """The run folder of a file in a pair's folder: results/{dataset}/pairs/{experiment}/{run}."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(pair_file)))
 
 
 def metrics_files(wildcards):
@@ -258,40 +254,52 @@ def train_args(wildcards):
     return " ".join(args + option_args(METHODS[method]["options"]))
 
 
-def register_input(wildcards):
-    run = run_of(wildcards)
-    found = {"data": f"{dataset_dir(wildcards.dataset)}/dataset.json"}
-    if run.model is not None:
-        found["model"] = model_path(wildcards.dataset, run.model)
-    return found
+def scaled(amount):
+    """A resource callable: ``amount`` (MB, minutes) times the attempt, so a job retried after
+    running out of memory or time asks for twice as much, then three times..."""
+    return lambda wildcards, attempt: amount * attempt
 
 
-def register_args(wildcards, input):
-    run = run_of(wildcards)
-    settings = config["register"]
-    args = [f"--threads {settings['threads']}"]
+REGISTER = config["register"]
+REGISTER_GPUS = int(REGISTER["device"] == "cuda")
+"""GPUs a job running a trained network holds (registration, Fig. 2)."""
+
+
+def register_args(run):
+    """Options of `regbench register-pairs` for a run: threads, slice step, and the method's
+    options (a learned method's come from its checkpoint)."""
+    args = [f"--threads {REGISTER['threads']}"]
     if run.slice_step > 1:
         args.append(f"--slice-step {run.slice_step}")
-    if run.model is not None:
-        args += [f"--checkpoint {input.model}", f"--device {settings['device']}"]
-    else:
+    if run.model is None:
         args += option_args(METHODS[run.method]["options"])
+    else:
+        args.append(f"--device {REGISTER['device']}")
     return " ".join(args)
 
 
-REGISTER_GPUS = int(config["register"]["device"] == "cuda")
-"""GPUs a job running a trained network holds (registration, Fig. 2)."""
+def learned_model(dataset):
+    """Input function: model.pt of a learned run of ``dataset``."""
+    return lambda wildcards: model_path(dataset, run_of(wildcards).model)
 
-VOLUMES = ("field.nii.gz", "warped.nii.gz", "warped_labels.nii.gz")
+
+def keeps_volumes(dataset, moving, fixed):
+    """Whether the pair keeps field.nii.gz, warped.nii.gz and warped_labels.nii.gz."""
+    return REGISTER["keep_volumes"] or (moving, fixed) == FIGURE_PAIRS[dataset]
+
+
+def field_output(path, kept):
+    """An output field.nii.gz, temporary (deleted once scored) unless ``kept``."""
+    return path if kept else temp(path)
 
 
 def volume_cleanup(wildcards, output):
-    """Shell suffix after registration: drops the pair's volumes unless they are kept."""
-    pair = (wildcards.moving, wildcards.fixed)
-    if config["register"]["keep_volumes"] or pair == figure_pair(wildcards.dataset):
+    """Shell suffix after scoring: drops the warped volumes unless the pair keeps them."""
+    if keeps_volumes(wildcards.dataset, wildcards.moving, wildcards.fixed):
         return ""
     folder = os.path.dirname(output[0])
-    return " && rm -f " + " ".join(shlex.quote(f"{folder}/{name}") for name in VOLUMES)
+    return " && rm -f " + " ".join(shlex.quote(f"{folder}/{name}")
+                                   for name in ("warped.nii.gz", "warped_labels.nii.gz"))
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -335,4 +343,18 @@ def all_targets():
     return targets
 
 
+
 _check_config()
+
+FIGURE_PAIRS = {dataset: figure_pair(dataset) for dataset in DATASETS}
+FIGURE_MOVING_REGEX = _alternatives({moving for moving, _ in FIGURE_PAIRS.values()})
+FIGURE_FIXED_REGEX = _alternatives({fixed for _, fixed in FIGURE_PAIRS.values()})
+"""Wildcard constraints of `register_figure_pair`: within one dataset, they match its figure
+pair alone (checked below), since the datasets' subject IDs differ."""
+
+for dataset, pair in FIGURE_PAIRS.items():
+    matched = [(m, f) for m, f in test_pairs(dataset)
+               if re.fullmatch(FIGURE_MOVING_REGEX, m) and re.fullmatch(FIGURE_FIXED_REGEX, f)]
+    if matched != [pair]:
+        raise WorkflowError(f"config: the figure pairs {FIGURE_PAIRS} match other test pairs "
+                            f"of {dataset} as well: {matched}")

@@ -37,6 +37,10 @@ rule prepare:
             f"--threads {threads}" if wildcards.dataset == "lpba40" else ""
         ),
     threads: 4
+    resources:
+        # LPBA40: 40 affine registrations at 1 mm
+        runtime=scaled(120),
+        mem_mb=scaled(8000),
     log:
         "logs/{dataset}/prepare.log",
     benchmark:

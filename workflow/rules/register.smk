@@ -1,28 +1,41 @@
-# Stage 3: one job per (experiment, run, test pair). `regbench register` times the method with
-# its own timer, then scores the field (warped.nii.gz, warped_labels.nii.gz, metrics.json).
-# `register` runs the methods that are not learned (CPU), `register_learned` the trained networks
-# (a GPU where register.device is cuda), so a profile can send them to different partitions.
-# External methods (workflow/rules/methods/*.smk) write field.nii.gz and runtime.json instead,
-# and `evaluate_external` scores them the same way.
+# Stage 3: registration, then scoring, in separate jobs.
+#
+# Every registration job writes field.nii.gz and runtime.json into the pair's folder
+# results/{dataset}/pairs/{experiment}/{run}/{moving}/{fixed}/ (`regbench register-pairs`: the
+# method's own timing of each pair); `evaluate` then scores each pair on the CPU, the same way
+# for every method (warped.nii.gz, warped_labels.nii.gz, metrics.json).
+# - `register`: a method that is not learned, one job per pair (CPU; grouped on a cluster).
+# - `register_learned_{dataset}`: a trained network, ONE job per run registering all its test
+#   pairs (the network loaded once; the GPU where register.device is cuda), so a GPU job does
+#   GPU work only.
+# - an external method: the rules of its rule file (workflow/rules/methods/*.smk).
+# With register.keep_volumes false the suite's fields are temp() (Snakemake deletes each once its
+# pair is scored, and does not redo a registration for them) and the warped volumes are removed
+# after scoring, except for the figure pair: `register_figure_pair` registers it, keeping its
+# field, for the methods that are not learned.
+
+PAIR = "results/{dataset}/pairs/{experiment}/{run}/{moving}/{fixed}"
 
 
 rule register:
     input:
-        unpack(register_input),
+        data="data/{dataset}/dataset.json",
     output:
-        "results/{dataset}/pairs/{experiment}/{run}/{moving}/{fixed}/metrics.json",
+        field=field_output(f"{PAIR}/field.nii.gz", REGISTER["keep_volumes"]),
+        runtime=f"{PAIR}/runtime.json",
     wildcard_constraints:
         run=CLASSIC_RUN_REGEX,
     params:
         method=lambda wildcards: run_of(wildcards).method,
         data=lambda wildcards, input: os.path.dirname(input.data),
-        out=lambda wildcards, output: os.path.dirname(output[0]),
-        args=register_args,
-        cleanup=volume_cleanup,
-    threads: config["register"]["threads"]
+        out_root=lambda wildcards, output: run_folder(output.runtime),
+        args=lambda wildcards: register_args(run_of(wildcards)),
+    threads: REGISTER["threads"]
+    group:
+        "register_cpu"
     resources:
-        runtime=config["register"]["runtime"],
-        mem_mb=config["register"]["mem_mb"],
+        runtime=scaled(REGISTER["runtime"]),
+        mem_mb=scaled(REGISTER["mem_mb"]),
     log:
         "logs/{dataset}/register/{experiment}/{run}/{moving}/{fixed}.log",
     benchmark:
@@ -30,36 +43,82 @@ rule register:
     conda:
         "../envs/regbench.yaml"
     shell:
-        "regbench register {params.method} --data {params.data} --moving {wildcards.moving} "
-        "--fixed {wildcards.fixed} --out {params.out} {params.args} > {log} 2>&1"
-        "{params.cleanup}"
+        "regbench register-pairs {params.method} --data {params.data} "
+        "--pair {wildcards.moving} {wildcards.fixed} --out-root {params.out_root} "
+        "{params.args} > {log} 2>&1"
 
 
-use rule register as register_learned with:
+use rule register as register_figure_pair with:
+    output:
+        field=f"{PAIR}/field.nii.gz",
+        runtime=f"{PAIR}/runtime.json",
     wildcard_constraints:
-        run=LEARNED_RUN_REGEX,
-    resources:
-        gpu=REGISTER_GPUS,
-        runtime=config["register"]["runtime"],
-        mem_mb=config["register"]["mem_mb"],
+        run=CLASSIC_RUN_REGEX,
+        moving=FIGURE_MOVING_REGEX,
+        fixed=FIGURE_FIXED_REGEX,
 
 
-rule evaluate_external:
+ruleorder: register_figure_pair > register
+
+
+for dataset in DATASETS:
+
+    rule:
+        name:
+            f"register_learned_{dataset}"
+        input:
+            data=f"data/{dataset}/dataset.json",
+            model=learned_model(dataset),
+        output:
+            fields=[
+                field_output(f"{pair_dir(dataset, '{experiment}', '{run}', *pair)}/field.nii.gz",
+                             keeps_volumes(dataset, *pair))
+                for pair in test_pairs(dataset)
+            ],
+            runtimes=[
+                f"{pair_dir(dataset, '{experiment}', '{run}', *pair)}/runtime.json"
+                for pair in test_pairs(dataset)
+            ],
+        wildcard_constraints:
+            run=LEARNED_RUN_REGEX,
+        params:
+            method=lambda wildcards: run_of(wildcards).method,
+            data=lambda wildcards, input: os.path.dirname(input.data),
+            out_root=lambda wildcards, output: run_folder(output.runtimes[0]),
+            args=lambda wildcards: register_args(run_of(wildcards)),
+        threads: REGISTER["threads"]
+        resources:
+            gpu=REGISTER_GPUS,
+            runtime=scaled(REGISTER["runtime"]),
+            mem_mb=scaled(REGISTER["mem_mb"]),
+        log:
+            f"logs/{dataset}/register/{{experiment}}/{{run}}.log",
+        benchmark:
+            f"logs/benchmarks/{dataset}/register/{{experiment}}/{{run}}.tsv"
+        conda:
+            "../envs/regbench.yaml"
+        shell:
+            "regbench register-pairs {params.method} --data {params.data} --test-pairs "
+            "--out-root {params.out_root} --checkpoint {input.model} {params.args} > {log} 2>&1"
+
+
+rule evaluate:
     input:
         data="data/{dataset}/dataset.json",
-        field="results/{dataset}/pairs/{experiment}/{run}/{moving}/{fixed}/field.nii.gz",
-        runtime="results/{dataset}/pairs/{experiment}/{run}/{moving}/{fixed}/runtime.json",
+        field=f"{PAIR}/field.nii.gz",
+        runtime=f"{PAIR}/runtime.json",
     output:
-        "results/{dataset}/pairs/{experiment}/{run}/{moving}/{fixed}/metrics.json",
-    wildcard_constraints:
-        run=EXTERNAL_RUN_REGEX,
+        f"{PAIR}/metrics.json",
     params:
         data=lambda wildcards, input: os.path.dirname(input.data),
         out=lambda wildcards, output: os.path.dirname(output[0]),
+        cleanup=volume_cleanup,
     threads: 1
+    group:
+        "score"
     resources:
-        runtime=config["register"]["runtime"],
-        mem_mb=config["register"]["mem_mb"],
+        runtime=scaled(config["evaluate"]["runtime"]),
+        mem_mb=scaled(config["evaluate"]["mem_mb"]),
     log:
         "logs/{dataset}/evaluate/{experiment}/{run}/{moving}/{fixed}.log",
     benchmark:
@@ -69,4 +128,4 @@ rule evaluate_external:
     shell:
         "regbench evaluate --data {params.data} --moving {wildcards.moving} "
         "--fixed {wildcards.fixed} --field {input.field} --runtime {input.runtime} "
-        "--out {params.out} > {log} 2>&1"
+        "--out {params.out} --threads {threads} > {log} 2>&1{params.cleanup}"

@@ -128,10 +128,12 @@ rule figure_pyramid:
         data=lambda wildcards, input: os.path.dirname(input.data),
         pair=lambda wildcards: "--moving {} --fixed {}".format(*figure_pair(wildcards.dataset)),
         stem=lambda wildcards, output: output.pdf.removesuffix(".pdf"),
-        device=config["register"]["device"],
-    threads: config["register"]["threads"]
+        device=REGISTER["device"],
+    threads: REGISTER["threads"]
     resources:
         gpu=REGISTER_GPUS,
+        runtime=scaled(REGISTER["runtime"]),
+        mem_mb=scaled(REGISTER["mem_mb"]),
     log:
         "logs/{dataset}/figures/fig2_pyramid.log",
     benchmark:

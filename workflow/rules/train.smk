@@ -24,8 +24,8 @@ rule train:
     threads: lambda wildcards: train_settings(wildcards)["threads"]
     resources:
         gpu=train_gpus,
-        runtime=lambda wildcards: train_settings(wildcards)["runtime"],
-        mem_mb=lambda wildcards: train_settings(wildcards)["mem_mb"],
+        runtime=lambda wildcards, attempt: train_settings(wildcards)["runtime"] * attempt,
+        mem_mb=lambda wildcards, attempt: train_settings(wildcards)["mem_mb"] * attempt,
     log:
         "logs/{dataset}/train/{model}.log",
     benchmark:

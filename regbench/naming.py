@@ -1,0 +1,68 @@
+"""Names of runs and pairs, and the demo's subjects and split: pure Python, no third-party import.
+
+The Snakemake workflow builds its DAG from these (and from :mod:`regbench.data.protocol`), so a
+dry run needs neither the prepared data nor the scientific stack: only Snakemake, PyYAML and
+jsonschema. Keep this module free of imports beyond the standard library.
+
+A *run* is one column of an experiment: a method at one slice step. Its per-pair results live in
+``results/{dataset}/pairs/{experiment}/{run}/{moving}/{fixed}/``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import numbers
+from collections.abc import Sequence
+
+MIN_SUBJECTS = 4
+"""Fewest demo subjects: the test split needs at least 2."""
+MAX_TEST_SUBJECTS = 4
+MAX_VAL_SUBJECTS = 4
+
+
+def run_name(method: str, slice_step: int = 1) -> str:
+    """The run folder name: ``method``, or ``method-slice{step}`` when step > 1."""
+    return method if int(slice_step) == 1 else f"{method}-slice{int(slice_step)}"
+
+
+def ordered_pairs(subjects: Sequence[str]) -> list[tuple[str, str]]:
+    """Every ordered ``(moving, fixed)`` pair of distinct subjects, moving-major in list order.
+
+    The test pairs of a dataset are ``ordered_pairs`` of its test split: n subjects give
+    n (n - 1) pairs.
+    """
+    return list(itertools.permutations(subjects, 2))
+
+
+def pair_dir(dataset: str, experiment: str, run: str, moving: str | None = None,
+             fixed: str | None = None) -> str:
+    """Folder of one pair's results, or of one run (all its pairs) without moving and fixed."""
+    folder = f"results/{dataset}/pairs/{experiment}/{run}"
+    return folder if moving is None else f"{folder}/{moving}/{fixed}"
+
+
+def demo_subjects(n: int) -> list[str]:
+    """Subject IDs ``demo01 .. demoNN``, zero-padded to at least 2 digits."""
+    width = max(2, len(str(n)))
+    return [f"demo{i:0{width}d}" for i in range(1, n + 1)]
+
+
+def demo_split(n: int) -> tuple[list[str], list[str], list[str]]:
+    """``(train, val, test)`` IDs of ``n`` demo subjects, in that order of the subject list.
+
+    The test split is the last quarter, at least 2 and at most :data:`MAX_TEST_SUBJECTS` (4
+    subjects give 12 ordered test pairs: enough for paired tests, few enough for ANTs on a CPU).
+    The validation split, which only monitors training, is the quarter of the rest before them,
+    at most :data:`MAX_VAL_SUBJECTS`, and empty when that is fewer than 2 subjects.
+
+    Raises:
+        ValueError: ``n`` is not a whole number of at least :data:`MIN_SUBJECTS`.
+    """
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < MIN_SUBJECTS:
+        raise ValueError(f"demo: subjects={n!r} is too few; at least {MIN_SUBJECTS}")
+    subjects = demo_subjects(n)
+    test = min(MAX_TEST_SUBJECTS, max(2, n // 4))
+    val = min(MAX_VAL_SUBJECTS, (n - test) // 4)
+    val = val if val >= 2 else 0
+    train = n - test - val
+    return subjects[:train], subjects[train:train + val], subjects[train + val:]
