@@ -53,6 +53,9 @@ from regbench.methods import LearnedMethod, Option
 VM2_FEATURES: list[list[int]] = [[16, 32, 32, 32], [32, 32, 32, 32, 32, 16, 16]]
 """The "vm2" U-Net widths (encoder, decoder) of Balakrishnan et al., TMI 2019."""
 
+AUTHORS_RELEASE = "0.2"
+"""The release of ``voxelmorph`` (and ``neurite``) holding the authors' vm2 in Keras and PyTorch."""
+
 VM2_PARAMETERS = 327_331
 """Parameters of vm2 in 3D (the TMI paper's network, counted on the authors' Keras model)."""
 
@@ -65,6 +68,11 @@ def authors_voxelmorph() -> ModuleType:
     os.environ["VXM_BACKEND"] = os.environ["NEURITE_BACKEND"] = "pytorch"
     import voxelmorph
 
+    if getattr(voxelmorph, "__version__", None) != AUTHORS_RELEASE:
+        raise RuntimeError(
+            f"VoxelMorph as the paper ran it is the authors' release voxelmorph=={AUTHORS_RELEASE}"
+            f", found {getattr(voxelmorph, '__version__', 'another')}: pip install "
+            f"voxelmorph=={AUTHORS_RELEASE} neurite=={AUTHORS_RELEASE}")
     if voxelmorph.py.utils.get_backend() != "pytorch" or not hasattr(voxelmorph, "torch"):
         raise RuntimeError("voxelmorph was imported with its TensorFlow backend before the suite "
                            "selected PyTorch; import regbench.baselines.voxelmorph first")

@@ -30,7 +30,14 @@ import numpy as np
 import torch
 
 from regbench.data.dataset import Dataset
-from regbench.io import read_image, read_on_grid, voxel_spacing, write_field, write_json
+from regbench.io import (
+    output_lock,
+    read_image,
+    read_on_grid,
+    voxel_spacing,
+    write_field,
+    write_json,
+)
 from regbench.methods import Method
 from regbench.runtime import versions
 
@@ -126,9 +133,10 @@ def register_pairs(method: Method, dataset: Dataset, pairs: Sequence[tuple[str, 
         moving = _thinned(dataset.image(moving_id), slice_step)
         fixed = dataset.image(fixed_id)
         log.info("pair %d of %d: %s -> %s", index + 1, len(pairs), moving_id, fixed_id)
-        runtime = _register_and_write(method, moving, fixed, dataset.spacing, dataset.affine,
-                                      Path(out_root) / moving_id / fixed_id, slice_step,
-                                      warm_up=index == 0)
+        with output_lock(Path(out_root) / moving_id / fixed_id) as out_dir:
+            runtime = _register_and_write(method, moving, fixed, dataset.spacing,
+                                          dataset.affine, out_dir, slice_step,
+                                          warm_up=index == 0)
         runtime.pop("field")
         records.append(runtime)
     return records

@@ -17,6 +17,8 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST_PARTY = {"regbench", "models", "baselines"}
+TEST_HELPERS = {path.stem for path in (ROOT / "tests").glob("*.py")}
+"""Modules of tests/ that tests import from one another (tests/ is on sys.path under pytest)."""
 RUNTIME_FOLDERS = ("regbench", "models", "baselines", "workflow")
 DEV_FOLDERS = ("tests", "benchmarks")
 HIDDEN_USES = {
@@ -68,7 +70,8 @@ def test_every_third_party_import_is_declared(folders, extras):
     allowed = declared(extras)
     missing = {}
     for path in sources(folders):
-        for module in imported_modules(path) - FIRST_PARTY - set(sys.stdlib_module_names):
+        local = FIRST_PARTY | TEST_HELPERS
+        for module in imported_modules(path) - local - set(sys.stdlib_module_names):
             owners = {canonicalize_name(d) for d in distributions.get(module, [])}
             if not owners & allowed:
                 missing.setdefault(module, []).append(str(path.relative_to(ROOT)))

@@ -24,9 +24,9 @@ EXTERNAL_OVERLAY = {
     "methods": {"example-identity": {"rule_file": EXTERNAL_RULE_FILE,
                                      "label": "Identity (external example)"}},
 }
-MAIN = ["affine", "syn", "voxelmorph", "dualprnet"]
-ABLATION = ["dualprnet-ssf", "dualprnet-dsf", "dualprnet"]
-SLICE_SPACING = ["dualprnet", "dualprnet-slice8"]
+MAIN = ["identity", "affine", "syn", "voxelmorph", "dualprnet"]
+ABLATION = ["identity", "dualprnet-ssf", "dualprnet-dsf", "dualprnet"]
+SLICE_SPACING = ["identity", "identity-slice8", "dualprnet", "dualprnet-slice8"]
 TEST_PAIRS = {"lpba40": 10 * 9, "mindboggle101": 20 * 19}
 
 
@@ -109,11 +109,17 @@ def test_paper_dry_run_scores_every_test_pair_of_every_run():
     assert dict(classic) == {key: pairs for key, pairs in runs.items()
                              if key[2] in ("affine", "syn")}
     assert sum(rule == "register_figure_pair" for rule, _ in jobs) == 2 * 2  # affine, syn
-    # a learned method: ONE job per (dataset, experiment, run) registers all its test pairs
+    # a learned method: ONE job per (dataset, experiment, run) registers all its test pairs;
+    # so does identity, on the CPU (`per_run`)
     learned = collections.Counter((rule.removeprefix("register_learned_"), w["experiment"],
                                    w["run"]) for rule, w in jobs
                                   if rule in learned_rules(TEST_PAIRS))
-    assert dict(learned) == {key: 1 for key in runs if key[2] not in ("affine", "syn")}
+    assert dict(learned) == {key: 1 for key in runs
+                             if key[2] not in ("affine", "syn", "identity", "identity-slice8")}
+    per_run = collections.Counter((rule.removeprefix("register_run_"), w["experiment"],
+                                   w["run"]) for rule, w in jobs
+                                  if rule.startswith("register_run_"))
+    assert dict(per_run) == {key: 1 for key in runs if key[2].startswith("identity")}
     # one model per (dataset, learned method), shared by every experiment
     trained = sorted((w["dataset"], w["model"]) for rule, w in jobs if rule == "train")
     assert trained == sorted((d, m) for d in TEST_PAIRS
@@ -283,15 +289,21 @@ def test_ci_configuration_end_to_end(tmp_path):
         ours = [row for row in markdown_rows(tables / f"table1_{convention}.md")
                 if row["Source"] == "ours"]
         assert [row["Method"] for row in ours] == [
-            "Affine", "SyN", "VoxelMorph", "Dual-PRNet", "Identity (external example)"]
+            "Identity", "Affine", "SyN", "VoxelMorph", "Dual-PRNet",
+            "Identity (external example)"]
         for row in ours:
             assert 0 <= mean_of(row["Average"]) <= 1
             assert 0 <= mean_of(row["Frontal"]) <= 1
     for stem in ("table1_faim", "table1_merged", "ablation", "slice_spacing"):
         for ext in ("csv", "md", "tex"):
             assert (tables / f"{stem}.{ext}").stat().st_size > 0
+    for stem in ("table1", "ablation", "slice_spacing"):
+        pairwise = list(csv.DictReader((tables / f"{stem}_pairwise.csv").open()))
+        assert pairwise and all(0 <= float(row["p_holm"]) <= 1 for row in pairwise
+                                if row["p_holm"])
     figures = work / "figures" / "demo"
-    for stem in ("fig2_pyramid", "fig3_warped", "fig4_faim", "fig4_merged", "dice_time_faim"):
+    for stem in ("fig2_pyramid", "fig3_warped", "fig4_faim", "fig4_merged", "dice_time_faim",
+                 "learning_curves"):
         assert (figures / f"{stem}.png").stat().st_size > 0
         assert (figures / f"{stem}.pdf").stat().st_size > 0
 
@@ -309,10 +321,12 @@ def test_ci_configuration_end_to_end(tmp_path):
                     ["field.nii.gz"] if run == "example-identity" else [])
                 assert sorted(p.name for p in folder.iterdir()) == sorted(records + kept), folder
 
-    # training left its resume state beside the model
+    # training left its resume state and its learning curve beside the model
     for model in ("voxelmorph", "dualprnet", "dualprnet-dsf", "dualprnet-ssf"):
         folder = work / "results" / "demo" / "models" / model
         assert (folder / "model.pt").is_file() and (folder / "checkpoint.pt").is_file()
+        validation = list(csv.DictReader((folder / "validation.csv").open()))
+        assert [row["step"] for row in validation] == ["0", "2", "4"]
     # every job logged and benchmarked (one benchmark per job but `all`)
     assert len(list((work / "logs" / "benchmarks").rglob("*.tsv"))) >= 30
 
@@ -324,6 +338,7 @@ def test_ci_configuration_end_to_end(tmp_path):
     snakemake(*configs, "--report", "report.html", cwd=work)
     report = (work / "report.html").read_text()
     assert "fig3_warped.png" in report and "table1_faim.csv" in report
+    assert "learning_curves.png" in report and "table1_pairwise.csv" in report
 
 
 @pytest.mark.slow

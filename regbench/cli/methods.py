@@ -224,7 +224,6 @@ def run_register(args: argparse.Namespace) -> int:
 
 def run_register_pairs(args: argparse.Namespace) -> int:
     from regbench.data.dataset import Dataset
-    from regbench.io import output_lock
     from regbench.naming import ordered_pairs
     from regbench.registration import register_pairs
 
@@ -233,9 +232,10 @@ def run_register_pairs(args: argparse.Namespace) -> int:
     pairs = ordered_pairs(dataset.test) if args.test_pairs else [tuple(p) for p in args.pair]
     if not pairs:
         parser.error(f"{args.data}: the test split has fewer than 2 subjects: no pairs")
+    for subject in {s for pair in pairs for s in pair}:
+        dataset.image_path(subject)  # an unknown subject is refused before the folder is made
     method = _set_up_method(parser, args)
-    with output_lock(args.out_root):
-        register_pairs(method, dataset, pairs, args.out_root, slice_step=args.slice_step)
+    register_pairs(method, dataset, pairs, args.out_root, slice_step=args.slice_step)
     return 0
 
 

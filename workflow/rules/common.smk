@@ -34,6 +34,8 @@ METHODS = config["methods"]
 EXTERNAL = [name for name, method in METHODS.items() if "rule_file" in method]
 INTERNAL = [name for name in METHODS if name not in EXTERNAL]
 LEARNED = [name for name in INTERNAL if METHODS[name]["learned"]]
+PER_RUN = [name for name in INTERNAL if name not in LEARNED and METHODS[name]["per_run"]]
+"""Methods that are not learned but register a run's pairs in one job (`per_run`)."""
 EXTERNAL_RULE_FILES = sorted({METHODS[name]["rule_file"] for name in EXTERNAL})
 """Included by the Snakefile; paths are relative to the working directory (the repository)."""
 RESERVED_FOLDERS = ("pairs", "models", "tables")
@@ -54,9 +56,10 @@ def _alternatives(names):
 
 
 SLICE_SUFFIX = r"(?:-slice[0-9]+)?"
-CLASSIC_RUN_REGEX = f"(?:{_alternatives(set(INTERNAL) - set(LEARNED))}){SLICE_SUFFIX}"
+CLASSIC_RUN_REGEX = f"(?:{_alternatives(set(INTERNAL) - set(LEARNED) - set(PER_RUN))}){SLICE_SUFFIX}"
 """Runs of the suite's methods that are not learned (`register`, one job per pair)."""
 LEARNED_RUN_REGEX = f"(?:{_alternatives(LEARNED)}){SLICE_SUFFIX}"
+PER_RUN_REGEX = f"(?:{_alternatives(PER_RUN)}){SLICE_SUFFIX}"
 
 
 def _check_config():
@@ -202,6 +205,19 @@ def model_path(dataset, model):
     return f"results/{dataset}/models/{model}/model.pt"
 
 
+def models(dataset):
+    """The model folders trained on ``dataset``, in report order."""
+    found = {run.model: run for e in experiments(dataset) for run in runs(e) if run.model}
+    return sorted(found, key=lambda m: (style.method_rank(model_method(m)[0]),
+                                        model_method(m)[1]))
+
+
+def model_label(model):
+    """How figures name a model: its method's label, with its slice step when thinned."""
+    method, step = model_method(model)
+    return run_label(Run(model, method, step, model))
+
+
 # --- command lines --------------------------------------------------------------------------
 
 
@@ -231,6 +247,12 @@ def train_gpus(wildcards):
     return settings["gpus"] if settings["device"] == "cuda" else 0
 
 
+def train_threads(wildcards, threads):
+    """CPU threads of each training process: the job's threads (as Snakemake granted them),
+    shared by its processes when it trains data-parallel on several GPUs."""
+    return max(1, threads // max(1, train_gpus(wildcards)))
+
+
 def train_launcher(wildcards):
     """``regbench``, or torchrun for data-parallel training on several GPUs (one process each)."""
     gpus = train_gpus(wildcards)
@@ -245,8 +267,8 @@ def train_args(wildcards):
     args = [f"--steps {s['steps']}", f"--batch-size {s['batch_size']}", f"--lr {s['lr']}",
             f"--seed {s['seed']}", f"--warmup-steps {s['warmup_steps']}",
             f"--checkpoint-every {s['checkpoint_every']}", f"--crop-jitter {s['crop_jitter']}",
-            f"--device {s['device']}",
-            f"--threads {max(1, s['threads'] // max(1, train_gpus(wildcards)))}"]  # per process
+            f"--validate-every {s['validate_every']}",
+            f"--validation-pairs {s['validation_pairs']}", f"--device {s['device']}"]
     if step > 1:
         args.append(f"--slice-step {step}")
     if not s["amp"]:
@@ -278,9 +300,22 @@ def register_args(run):
     return " ".join(args)
 
 
-def learned_model(dataset):
-    """Input function: model.pt of a learned run of ``dataset``."""
-    return lambda wildcards: model_path(dataset, run_of(wildcards).model)
+def run_inputs(dataset):
+    """Input function of a one-job-per-run registration: the dataset, and a learned run's
+    model.pt."""
+
+    def inputs(wildcards):
+        found = {"data": f"data/{dataset}/dataset.json"}
+        model = run_of(wildcards).model
+        if model is not None:
+            found["model"] = model_path(dataset, model)
+        return found
+
+    return inputs
+
+
+def checkpoint_arg(wildcards, input):
+    return f"--checkpoint {input.model}" if "model" in input.keys() else ""
 
 
 def keeps_volumes(dataset, moving, fixed):
@@ -340,6 +375,8 @@ def all_targets():
         targets += [f"{tables}/{kind}.md" for kind in TABLE_KINDS[1:] if kind in done]
         if config["figures"]["method"] in LEARNED:
             targets.append(f"figures/{dataset}/fig2_pyramid.pdf")
+        if models(dataset):
+            targets.append(f"figures/{dataset}/learning_curves.pdf")
     return targets
 
 

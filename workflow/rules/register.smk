@@ -7,7 +7,8 @@
 # - `register`: a method that is not learned, one job per pair (CPU; grouped on a cluster).
 # - `register_learned_{dataset}`: a trained network, ONE job per run registering all its test
 #   pairs (the network loaded once; the GPU where register.device is cuda), so a GPU job does
-#   GPU work only.
+#   GPU work only. `register_run_{dataset}`: the same, on the CPU, for a method marked `per_run`
+#   (one whose set-up costs more than a pair, such as identity).
 # - an external method: the rules of its rule file (workflow/rules/methods/*.smk).
 # With register.keep_volumes false the suite's fields are temp() (Snakemake deletes each once its
 # pair is scored, and does not redo a registration for them) and the warped volumes are removed
@@ -62,44 +63,47 @@ ruleorder: register_figure_pair > register
 
 
 for dataset in DATASETS:
+    for learned in (True, False):
 
-    rule:
-        name:
-            f"register_learned_{dataset}"
-        input:
-            data=f"data/{dataset}/dataset.json",
-            model=learned_model(dataset),
-        output:
-            fields=[
-                field_output(f"{pair_dir(dataset, '{experiment}', '{run}', *pair)}/field.nii.gz",
-                             keeps_volumes(dataset, *pair))
-                for pair in test_pairs(dataset)
-            ],
-            runtimes=[
-                f"{pair_dir(dataset, '{experiment}', '{run}', *pair)}/runtime.json"
-                for pair in test_pairs(dataset)
-            ],
-        wildcard_constraints:
-            run=LEARNED_RUN_REGEX,
-        params:
-            method=lambda wildcards: run_of(wildcards).method,
-            data=lambda wildcards, input: os.path.dirname(input.data),
-            out_root=lambda wildcards, output: run_folder(output.runtimes[0]),
-            args=lambda wildcards: register_args(run_of(wildcards)),
-        threads: REGISTER["threads"]
-        resources:
-            gpu=REGISTER_GPUS,
-            runtime=scaled(REGISTER["runtime"]),
-            mem_mb=scaled(REGISTER["mem_mb"]),
-        log:
-            f"logs/{dataset}/register/{{experiment}}/{{run}}.log",
-        benchmark:
-            f"logs/benchmarks/{dataset}/register/{{experiment}}/{{run}}.tsv"
-        conda:
-            "../envs/regbench.yaml"
-        shell:
-            "regbench register-pairs {params.method} --data {params.data} --test-pairs "
-            "--out-root {params.out_root} --checkpoint {input.model} {params.args} > {log} 2>&1"
+        rule:
+            name:
+                f"register_{'learned' if learned else 'run'}_{dataset}"
+            input:
+                unpack(run_inputs(dataset)),
+            output:
+                fields=[
+                    field_output(
+                        f"{pair_dir(dataset, '{experiment}', '{run}', *pair)}/field.nii.gz",
+                        keeps_volumes(dataset, *pair),
+                    )
+                    for pair in test_pairs(dataset)
+                ],
+                runtimes=[
+                    f"{pair_dir(dataset, '{experiment}', '{run}', *pair)}/runtime.json"
+                    for pair in test_pairs(dataset)
+                ],
+            wildcard_constraints:
+                run=LEARNED_RUN_REGEX if learned else PER_RUN_REGEX,
+            params:
+                method=lambda wildcards: run_of(wildcards).method,
+                data=lambda wildcards, input: os.path.dirname(input.data),
+                out_root=lambda wildcards, output: run_folder(output.runtimes[0]),
+                checkpoint=checkpoint_arg,
+                args=lambda wildcards: register_args(run_of(wildcards)),
+            threads: REGISTER["threads"]
+            resources:
+                gpu=REGISTER_GPUS if learned else 0,
+                runtime=scaled(REGISTER["runtime"]),
+                mem_mb=scaled(REGISTER["mem_mb"]),
+            log:
+                f"logs/{dataset}/register/{{experiment}}/{{run}}.log",
+            benchmark:
+                f"logs/benchmarks/{dataset}/register/{{experiment}}/{{run}}.tsv"
+            conda:
+                "../envs/regbench.yaml"
+            shell:
+                "regbench register-pairs {params.method} --data {params.data} --test-pairs "
+                "--out-root {params.out_root} {params.checkpoint} {params.args} > {log} 2>&1"
 
 
 rule evaluate:

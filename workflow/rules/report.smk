@@ -1,8 +1,9 @@
 # Stage 5: tables (results/{dataset}/tables/) and figures (figures/{dataset}/), each in the HTML
 # report (snakemake --report report.html) with its caption from workflow/report/.
 # Tables are made for the experiments named main (Table 1), ablation and slice_spacing; the
-# figures show the main experiment (Fig. 4 box plots, Dice against time, Fig. 3) and the trained
-# figures.method (Fig. 2) on the figure pair (by default the first test pair).
+# figures show the main experiment (Fig. 4 box plots, Dice against time, Fig. 3), the trained
+# figures.method (Fig. 2) on the figure pair (by default the first test pair), and the learning
+# curves of every trained model.
 
 
 rule tables_main:
@@ -30,6 +31,13 @@ rule tables_main:
             category="{dataset}",
             subcategory="Tables",
             labels={"table": "Table 1 tests"},
+        ),
+        pairwise=report(
+            "results/{dataset}/tables/table1_pairwise.csv",
+            caption="../report/pairwise.rst",
+            category="{dataset}",
+            subcategory="Tables",
+            labels={"table": "Table 1 pairwise tests"},
         ),
     params:
         out=lambda wildcards, output: os.path.dirname(output.stats),
@@ -62,6 +70,13 @@ rule tables_experiment:
             category="{dataset}",
             subcategory="Tables",
             labels={"table": "{kind} tests"},
+        ),
+        pairwise=report(
+            "results/{dataset}/tables/{kind}_pairwise.csv",
+            caption="../report/pairwise.rst",
+            category="{dataset}",
+            subcategory="Tables",
+            labels={"table": "{kind} pairwise tests"},
         ),
     wildcard_constraints:
         kind="ablation|slice_spacing",
@@ -143,6 +158,34 @@ rule figure_pyramid:
     shell:
         "regbench figure-pyramid --data {params.data} {params.pair} --checkpoint {input.model} "
         "--device {params.device} --threads {threads} --out-stem {params.stem} > {log} 2>&1"
+
+
+rule figure_learning_curves:
+    input:
+        lambda wildcards: [model_path(wildcards.dataset, m) for m in models(wildcards.dataset)],
+    output:
+        png=report(
+            "figures/{dataset}/learning_curves.png",
+            caption="../report/learning_curves.rst",
+            category="{dataset}",
+            subcategory="Figures",
+            labels={"figure": "Learning curves"},
+        ),
+        pdf="figures/{dataset}/learning_curves.pdf",
+    params:
+        models=lambda wildcards, input: " ".join(
+            f"--model-dir {shlex.quote(f'{model_label(m)}={os.path.dirname(path)}')}"
+            for m, path in zip(models(wildcards.dataset), input)
+        ),
+        stem=lambda wildcards, output: output.pdf.removesuffix(".pdf"),
+    log:
+        "logs/{dataset}/figures/learning_curves.log",
+    benchmark:
+        "logs/benchmarks/{dataset}/figures/learning_curves.tsv"
+    conda:
+        "../envs/regbench.yaml"
+    shell:
+        "regbench figure-learning-curves {params.models} --out-stem {params.stem} > {log} 2>&1"
 
 
 rule figure_warped:

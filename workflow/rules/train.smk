@@ -21,6 +21,7 @@ rule train:
         data=lambda wildcards, input: os.path.dirname(input.data),
         out=lambda wildcards, output: os.path.dirname(output[0]),
         args=train_args,
+        threads=train_threads,
     threads: lambda wildcards: train_settings(wildcards)["threads"]
     resources:
         gpu=train_gpus,
@@ -34,4 +35,4 @@ rule train:
         "../envs/regbench.yaml"
     shell:
         "{params.launcher} train {params.method} --data {params.data} --out {params.out} "
-        "--replace-stale {params.args} > {log} 2>&1"
+        "--replace-stale --threads {params.threads} {params.args} > {log} 2>&1"
