@@ -254,6 +254,11 @@ class DualPRNet(LearnedMethod):
     label = "Dual-PRNet"
     dual_stream: ClassVar[bool] = True
     pyramid: ClassVar[bool] = True
+    # The official test script never calls eval(): batch normalisation uses the statistics of
+    # the pair at hand. Measured on the demo (a Dual-PRNet of 1500 steps, 12 test pairs): mean
+    # FAIM Dice 0.7876 with the pair's statistics, 0.7855 with the running averages (higher on
+    # 9 of 12 pairs, Wilcoxon p = 0.007). We follow the official code.
+    test_batch_statistics = True
     defaults: ClassVar[dict[str, Any]] = {
         "encoder_channels": (8, 16, 32, 32),
         "decoder_channels": 32,

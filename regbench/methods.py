@@ -11,12 +11,13 @@ of :class:`Method` or :class:`LearnedMethod` with a unique ``name``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import math
 import os
 import pkgutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -185,6 +186,9 @@ class LearnedMethod(Method):
 
     learned = True
     size_multiple: ClassVar[int] = 16
+    test_batch_statistics: ClassVar[bool] = False
+    """At test time normalisation layers use the pair's own batch statistics, not the running
+    averages of training (see :func:`inference_mode`)."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -237,16 +241,39 @@ class LearnedMethod(Method):
         ``size_multiple``, and the crop that takes a padded full-size output back to the grid."""
         if self.network is None:
             raise RuntimeError(f"method {self.name!r} has no trained network: load a checkpoint")
-        self.network.eval()
         tensors = [torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))[None, None]
                    for v in (moving, fixed)]
         padded, crop = pad_to_multiple(torch.cat(tensors, 1).to(self.device), self.size_multiple)
-        return self.network(padded[:, :1], padded[:, 1:]), crop
+        with inference_mode(self.network, self.test_batch_statistics):
+            return self.network(padded[:, :1], padded[:, 1:]), crop
 
     def register(self, moving: np.ndarray, fixed: np.ndarray,
                  spacing: tuple[float, float, float]) -> np.ndarray:
         outputs, crop = self.run_network(moving, fixed)
         return outputs["field"][(slice(None), slice(None), *crop)][0].float().cpu().numpy()
+
+
+@contextlib.contextmanager
+def inference_mode(network: torch.nn.Module, batch_statistics: bool = False) -> Iterator[None]:
+    """The network in evaluation mode for the block; it stays so afterwards.
+
+    With ``batch_statistics`` its batch-normalisation layers normalise by the statistics of the
+    batch they see (at test time, one pair) instead of their running averages, as a network never
+    switched to ``eval()`` does, but without updating those averages (momentum 0).
+    """
+    network.eval()
+    norms = ([m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+             if batch_statistics else [])
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.train()
+        norm.momentum = 0.0
+    try:
+        yield
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+            norm.eval()
 
 
 def in_float32(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

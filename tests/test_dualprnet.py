@@ -357,3 +357,28 @@ def test_benchmark_rejects_bad_arguments():
         bench.parse_args(["--sizes", "32x32"])
     with pytest.raises(SystemExit):
         bench.parse_args(["--out", "table.txt"])
+
+
+def test_registration_normalises_by_the_pair_s_own_statistics_and_keeps_the_averages():
+    """As the official test script (which never calls eval()): batch normalisation uses the
+    test pair's statistics, and registering changes no running average."""
+    method = get_method("dualprnet")()
+    method.network = method.build_network()
+    moving, fixed = (volume[0, 0].numpy() for volume in pair(EVEN, seed=4))
+    with torch.no_grad():  # running averages unlike the pair's statistics
+        for module in method.network.modules():
+            if isinstance(module, nn.BatchNorm3d):
+                module.running_mean.fill_(3.0)
+                module.running_var.fill_(9.0)
+    buffers = {k: v.clone() for k, v in method.network.state_dict().items()
+               if "running" in k}
+    ours = method.run_network(moving, fixed)[0]["field"]
+    assert all(torch.equal(v, method.network.state_dict()[k]) for k, v in buffers.items())
+    assert not method.network.training
+    assert not any(m.training for m in method.network.modules())
+    type(method).test_batch_statistics = False
+    try:
+        averages = method.run_network(moving, fixed)[0]["field"]
+    finally:
+        type(method).test_batch_statistics = True
+    assert not torch.allclose(ours, averages)
