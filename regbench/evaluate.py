@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from regbench.degrade import thin_slices
 from regbench.io import (
     InputError,
     check_same_grid,
+    output_lock,
     read_field,
     read_json,
     read_labels,
@@ -116,6 +117,7 @@ def evaluate_dataset_pair(
     out_dir: str | os.PathLike,
     runtime: RuntimeInput = None,
     slice_step: int | None = None,
+    keep_volumes: bool = True,
 ) -> dict[str, Any]:
     """Evaluate the registration of subject ``moving`` onto ``fixed`` of a prepared dataset.
 
@@ -126,7 +128,8 @@ def evaluate_dataset_pair(
     moving image's slice thinning (:func:`regbench.degrade.thin_slices`, axis 1): the warped
     image is made from the thinned image the method registered, the labels are the original
     ones. ``None`` takes it from the runtime record (default 1). Writes the files of this
-    module's docstring; returns the ``metrics.json`` record.
+    module's docstring (without the warped volumes when not ``keep_volumes``); returns the
+    ``metrics.json`` record.
     """
     out_dir = Path(out_dir)
     (out_dir / METRICS_FILE).unlink(missing_ok=True)
@@ -139,6 +142,7 @@ def evaluate_dataset_pair(
     log.info("evaluating %s -> %s of %s (field %s)", moving, fixed, dataset.name, field_name)
     return _evaluate_and_write(
         out_dir,
+        keep_volumes=keep_volumes,
         head={"dataset": dataset.name, "moving": moving, "fixed": fixed},
         runtime=record,
         moving_image=moving_image,
@@ -150,6 +154,38 @@ def evaluate_dataset_pair(
         spacing=dataset.spacing,
         affine=dataset.affine,
     )
+
+
+def evaluate_pairs(dataset: Dataset, pairs: Sequence[tuple[str, str]],
+                   out_root: str | os.PathLike,
+                   keep_volumes: Collection[tuple[str, str]] = ()) -> list[dict[str, Any]]:
+    """Score the pairs that :func:`regbench.registration.register_pairs` (or any method) wrote:
+    :func:`evaluate_dataset_pair` of ``out_root/{moving}/{fixed}/field.nii.gz`` with its
+    ``runtime.json``, pair after pair, each folder locked while it is written.
+
+    Args:
+        dataset: the prepared dataset of the pairs.
+        pairs: ``(moving, fixed)`` subject IDs.
+        out_root: the run folder holding one folder per pair.
+        keep_volumes: the pairs that also get their warped volumes written (the others: their
+            ``metrics.json`` only).
+
+    Returns:
+        The ``metrics.json`` records, in pair order.
+
+    Raises:
+        InputError: a subject is not in the dataset, or a pair's field or runtime record is
+            missing or bad (the pairs before it are scored).
+    """
+    for subject in {s for pair in pairs for s in pair}:
+        dataset.image_path(subject)
+    records = []
+    for moving, fixed in pairs:
+        with output_lock(Path(out_root) / moving / fixed) as folder:
+            records.append(evaluate_dataset_pair(
+                dataset, moving, fixed, folder / "field.nii.gz", folder,
+                runtime=folder / "runtime.json", keep_volumes=(moving, fixed) in keep_volumes))
+    return records
 
 
 def evaluate_paths(
@@ -213,7 +249,7 @@ def evaluate_paths(
 
 
 def _evaluate_and_write(out_dir: Path, *, head: dict[str, Any], runtime: dict[str, Any],
-                        moving_image: np.ndarray, affine: np.ndarray,
+                        moving_image: np.ndarray, affine: np.ndarray, keep_volumes: bool = True,
                         **pair: Any) -> dict[str, Any]:
     if runtime["slice_step"] > 1:
         moving_image = thin_slices(moving_image, step=runtime["slice_step"], axis=1)
@@ -221,8 +257,11 @@ def _evaluate_and_write(out_dir: Path, *, head: dict[str, Any], runtime: dict[st
     record = {"dataset": head["dataset"], "method": runtime["method"], "moving": head["moving"],
               "fixed": head["fixed"], **scores,
               **{k: v for k, v in runtime.items() if k != "method"}}
-    write_image(out_dir / "warped.nii.gz", warped, affine)
-    write_image(out_dir / "warped_labels.nii.gz", warped_labels, affine)
+    for name, volume in (("warped.nii.gz", warped), ("warped_labels.nii.gz", warped_labels)):
+        if keep_volumes:
+            write_image(out_dir / name, volume, affine)
+        else:
+            (out_dir / name).unlink(missing_ok=True)  # of an earlier evaluation
     record = _json_safe(record)
     write_json(out_dir / METRICS_FILE, record)
     log.info("%s -> %s: mean Dice FAIM %.4f, merged %.4f, HD95 %.2f mm, folding %.4f %%",

@@ -131,4 +131,4 @@ def test_dry_run_needs_only_snakemake(configfile, learned_rule, tmp_path):
         stderr=subprocess.STDOUT, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:]
     assert re.search(rf"^{learned_rule}\s+\d+$", done.stdout, flags=re.M), done.stdout[-3000:]
-    assert re.search(r"^evaluate\s+\d+$", done.stdout, flags=re.M)
+    assert re.search(r"^evaluate_\w+\s+\d+$", done.stdout, flags=re.M)

@@ -86,6 +86,16 @@ def test_identity_field_on_the_same_subject_is_perfect(dataset, tmp_path):
     assert strict_json(out / "metrics.json") == record
 
 
+def test_without_volumes_only_the_metrics_are_written(dataset, tmp_path):
+    out = tmp_path / "pair"
+    evaluate_dataset_pair(dataset, "s1", "s3", zero_field(), out, runtime=RUNTIME)
+    assert (out / "warped.nii.gz").is_file()
+    again = evaluate_dataset_pair(dataset, "s1", "s3", zero_field(), out, runtime=RUNTIME,
+                                  keep_volumes=False)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]  # older volumes gone too
+    assert strict_json(out / "metrics.json") == again
+
+
 def test_metrics_json_follows_the_contract(dataset, tmp_path):
     record = evaluate_dataset_pair(dataset, "s1", "s3", zero_field(), tmp_path, runtime=RUNTIME)
     written = strict_json(tmp_path / "metrics.json")

@@ -22,7 +22,7 @@ SLURM = ROOT / "workflow" / "profiles" / "slurm" / "config.yaml"
 LOCAL_GPU = ROOT / "workflow" / "profiles" / "local-gpu" / "config.yaml"
 GPU_PARTITION = "gpu"
 """The shipped profile's GPU partition (users rename it for their cluster)."""
-GROUPED = {"evaluate": "score", "register": "register_cpu", "register_figure_pair": "register_cpu"}
+GROUPED = {"register": "register_cpu", "register_figure_pair": "register_cpu"}
 """The short, numerous CPU jobs and their groups."""
 
 
@@ -112,9 +112,11 @@ def test_short_cpu_jobs_reach_the_scheduler_in_groups(slurm_profile, paper_on_sl
     assert set(groups) == set(slurm_profile["group-components"])
     # at most: the jobs of localrules (aggregate, tables, ...) run where Snakemake runs
     submissions = sum(groups.values()) + sum(job.group is None for job in jobs)
-    assert len(jobs) > 4000 and submissions < 400, (len(jobs), submissions, groups)
-    # one learned-registration job per (dataset, experiment, run) of a learned method
+    assert len(jobs) > 900 and submissions < 250, (len(jobs), submissions, groups)
+    # one learned-registration job per (dataset, experiment, run) of a learned method, one
+    # scoring job per run
     assert sum(job.rule.startswith("register_learned_") for job in jobs) == 2 * 7
+    assert sum(job.rule.startswith("evaluate_") for job in jobs) == 2 * 13
 
 
 def test_retries_ask_for_more_memory_and_time(slurm_profile):
@@ -148,7 +150,7 @@ def test_retries_ask_for_more_memory_and_time(slurm_profile):
                 first = asked[0][name]
                 assert [a[name] for a in asked] == [first, 2 * first, 3 * first], (job, name)
             checked.add(job.rule.name)
-    assert {"train", "register", "register_learned_lpba40", "evaluate", "figure_pyramid",
+    assert {"train", "register", "register_learned_lpba40", "evaluate_lpba40", "figure_pyramid",
             "prepare"} <= checked
 
 
@@ -163,7 +165,7 @@ def test_local_gpu_profile_holds_the_gpu_one_job_at_a_time():
     assert done.returncode == 0, done.stdout[-4000:]
     jobs, _ = parse_dry_run(done.stdout)
     assert sorted(job.rule for job in jobs) == [
-        "evaluate", "prepare", "register_learned_lpba40", "train"]
+        "evaluate_lpba40", "prepare", "register_learned_lpba40", "train"]
     for job in jobs:
         assert int(job.resources.get("gpu", 0)) == (
             job.rule in ("train", "register_learned_lpba40")), job

@@ -100,9 +100,10 @@ def test_paper_dry_run_scores_every_test_pair_of_every_run():
             for experiment, runs in (("main", MAIN), ("ablation", ABLATION),
                                      ("slice_spacing", SLICE_SPACING))
             for run in runs}
-    scored = collections.Counter((w["dataset"], w["experiment"], w["run"])
-                                 for rule, w in jobs if rule == "evaluate")
-    assert dict(scored) == runs
+    # one scoring job per (dataset, experiment, run), scoring all its test pairs
+    scored = collections.Counter((rule.removeprefix("evaluate_"), w["experiment"], w["run"])
+                                 for rule, w in jobs if rule.startswith("evaluate_"))
+    assert dict(scored) == {key: 1 for key in runs}
     # a method that is not learned: one registration job per pair (the figure pair's its own)
     classic = collections.Counter((w["dataset"], w["experiment"], w["run"]) for rule, w in jobs
                                   if rule in ("register", "register_figure_pair"))
@@ -143,12 +144,13 @@ def test_paper_commands_use_the_gpu_ddp_and_slice_thinning(tmp_path):
                     if line.strip().startswith("Shell command: ")]
         register = next(c for c in commands if " register-pairs dualprnet " in c)
         train = next(c for c in commands if " train dualprnet " in c)
-        evaluate = next(c for c in commands if " evaluate " in c)
+        evaluate = next(c for c in commands if " evaluate-pairs " in c)
         assert "--slice-step 8" in register and "--test-pairs" in register
         assert f"--checkpoint results/lpba40/models/{model}/model.pt" in register
         assert "--device cuda" in register
         assert "--out-root results/lpba40/pairs/slice_spacing/dualprnet-slice8 " in register
-        assert "--field results/lpba40/pairs/slice_spacing/dualprnet-slice8/S31/S32/" in evaluate
+        assert "--out-root results/lpba40/pairs/slice_spacing/dualprnet-slice8 " in evaluate
+        assert "--test-pairs" in evaluate
         assert train.startswith(
             "Shell command: torchrun --standalone --nproc_per_node 4 -m regbench.cli train")
         assert f"--out results/lpba40/models/{model} " in train

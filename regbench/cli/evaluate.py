@@ -1,5 +1,5 @@
-"""``regbench evaluate``: score a displacement field written by any method (see
-:mod:`regbench.evaluate`)."""
+"""``regbench evaluate`` and ``regbench evaluate-pairs``: score displacement fields written by any
+method (see :mod:`regbench.evaluate`)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,30 @@ def add_commands(subparsers) -> None:
                              "(default: the runtime record's, else 1)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of PyTorch's warping (default: PyTorch's default)")
+    parser.add_argument("--no-volumes", action="store_true",
+                        help="write metrics.json only, not the warped image and labels (the "
+                             "dataset form)")
     parser.set_defaults(func=run, evaluate_parser=parser)
+
+    pairs = subparsers.add_parser(
+        "evaluate-pairs", help="score many registered pairs of a dataset in one process",
+        description="Score every pair folder OUT_ROOT/MOVING/FIXED/ (field.nii.gz and "
+                    "runtime.json, as `regbench register-pairs` or an external method writes "
+                    "them): metrics.json per pair, and the warped volumes of the pairs named by "
+                    "--keep-volumes. The workflow's scoring stage: one job per run.")
+    pairs.add_argument("--data", required=True, help="prepared dataset folder")
+    pairs.add_argument("--out-root", required=True, help="run folder holding the pair folders")
+    chosen = pairs.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--test-pairs", action="store_true",
+                        help="every ordered pair of distinct subjects of the test split")
+    chosen.add_argument("--pair", nargs=2, action="append", metavar=("MOVING", "FIXED"),
+                        help="one pair of subject IDs; repeatable")
+    pairs.add_argument("--keep-volumes", nargs=2, action="append", default=[],
+                       metavar=("MOVING", "FIXED"),
+                       help="also write this pair's warped image and labels; repeatable")
+    pairs.add_argument("--threads", type=int, default=None,
+                       help="CPU threads of PyTorch's warping (default: PyTorch's default)")
+    pairs.set_defaults(func=run_pairs, evaluate_parser=pairs)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,14 +88,33 @@ def run(args: argparse.Namespace) -> int:
         dataset = Dataset.load(args.data)
         with output_lock(args.out):
             evaluate_dataset_pair(dataset, args.moving, args.fixed, args.field, args.out,
-                                  runtime=args.runtime, slice_step=args.slice_step)
+                                  runtime=args.runtime, slice_step=args.slice_step,
+                                  keep_volumes=not args.no_volumes)
         return 0
     if not set(PATH_FORM) <= given:
         parser.error("give --data/--moving/--fixed, or --moving-image, --moving-labels and "
                      "--fixed-labels")
+    if args.no_volumes:
+        parser.error("--no-volumes is for the dataset form")
     with output_lock(args.out):
         evaluate_paths(moving_image=args.moving_image, moving_labels=args.moving_labels,
                        fixed_labels=args.fixed_labels, field=args.field, out_dir=args.out,
                        dataset_json=args.dataset_json, runtime=args.runtime,
                        slice_step=args.slice_step, reorient=args.reorient)
+    return 0
+
+
+def run_pairs(args: argparse.Namespace) -> int:
+    from regbench.evaluate import evaluate_pairs
+    from regbench.naming import ordered_pairs
+
+    parser: argparse.ArgumentParser = args.evaluate_parser
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    set_threads(args.threads)
+    dataset = Dataset.load(args.data)
+    pairs = ordered_pairs(dataset.test) if args.test_pairs else [tuple(p) for p in args.pair]
+    if not pairs:
+        parser.error(f"{args.data}: the test split has fewer than 2 subjects: no pairs")
+    evaluate_pairs(dataset, pairs, args.out_root, {tuple(p) for p in args.keep_volumes})
     return 0

@@ -328,13 +328,10 @@ def field_output(path, kept):
     return path if kept else temp(path)
 
 
-def volume_cleanup(wildcards, output):
-    """Shell suffix after scoring: drops the warped volumes unless the pair keeps them."""
-    if keeps_volumes(wildcards.dataset, wildcards.moving, wildcards.fixed):
-        return ""
-    folder = os.path.dirname(output[0])
-    return " && rm -f " + " ".join(shlex.quote(f"{folder}/{name}")
-                                   for name in ("warped.nii.gz", "warped_labels.nii.gz"))
+def volume_args(dataset):
+    """`regbench evaluate-pairs` arguments naming the pairs whose warped volumes are written."""
+    kept = [pair for pair in test_pairs(dataset) if keeps_volumes(dataset, *pair)]
+    return " ".join(f"--keep-volumes {moving} {fixed}" for moving, fixed in kept)
 
 
 # --- report ---------------------------------------------------------------------------------

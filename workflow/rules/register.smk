@@ -2,8 +2,9 @@
 #
 # Every registration job writes field.nii.gz and runtime.json into the pair's folder
 # results/{dataset}/pairs/{experiment}/{run}/{moving}/{fixed}/ (`regbench register-pairs`: the
-# method's own timing of each pair); `evaluate` then scores each pair on the CPU, the same way
-# for every method (warped.nii.gz, warped_labels.nii.gz, metrics.json).
+# method's own timing of each pair); `evaluate_{dataset}` then scores every pair of a run in one
+# CPU job (`regbench evaluate-pairs`), the same way for every method, external ones included
+# (metrics.json, and warped.nii.gz and warped_labels.nii.gz where volumes are kept).
 # - `register`: a method that is not learned, one job per pair (CPU; grouped on a cluster).
 # - `register_learned_{dataset}`: a trained network, ONE job per run registering all its test
 #   pairs (the network loaded once; the GPU where register.device is cuda), so a GPU job does
@@ -11,8 +12,8 @@
 #   (one whose set-up costs more than a pair, such as identity).
 # - an external method: the rules of its rule file (workflow/rules/methods/*.smk).
 # With register.keep_volumes false the suite's fields are temp() (Snakemake deletes each once its
-# pair is scored, and does not redo a registration for them) and the warped volumes are removed
-# after scoring, except for the figure pair: `register_figure_pair` registers it, keeping its
+# pair is scored, and does not redo a registration for them) and scoring writes no warped
+# volumes, except for the figure pair: `register_figure_pair` registers it, keeping its
 # field, for the methods that are not learned.
 
 PAIR = "results/{dataset}/pairs/{experiment}/{run}/{moving}/{fixed}"
@@ -106,30 +107,40 @@ for dataset in DATASETS:
                 "--out-root {params.out_root} {params.checkpoint} {params.args} > {log} 2>&1"
 
 
-rule evaluate:
-    input:
-        data="data/{dataset}/dataset.json",
-        field=f"{PAIR}/field.nii.gz",
-        runtime=f"{PAIR}/runtime.json",
-    output:
-        f"{PAIR}/metrics.json",
-    params:
-        data=lambda wildcards, input: os.path.dirname(input.data),
-        out=lambda wildcards, output: os.path.dirname(output[0]),
-        cleanup=volume_cleanup,
-    threads: 1
-    group:
-        "score"
-    resources:
-        runtime=scaled(config["evaluate"]["runtime"]),
-        mem_mb=scaled(config["evaluate"]["mem_mb"]),
-    log:
-        "logs/{dataset}/evaluate/{experiment}/{run}/{moving}/{fixed}.log",
-    benchmark:
-        "logs/benchmarks/{dataset}/evaluate/{experiment}/{run}/{moving}/{fixed}.tsv"
-    conda:
-        "../envs/regbench.yaml"
-    shell:
-        "regbench evaluate --data {params.data} --moving {wildcards.moving} "
-        "--fixed {wildcards.fixed} --field {input.field} --runtime {input.runtime} "
-        "--out {params.out} --threads {threads} > {log} 2>&1{params.cleanup}"
+for dataset in DATASETS:
+
+    rule:
+        name:
+            f"evaluate_{dataset}"
+        input:
+            data=f"data/{dataset}/dataset.json",
+            fields=[
+                f"{pair_dir(dataset, '{experiment}', '{run}', *pair)}/field.nii.gz"
+                for pair in test_pairs(dataset)
+            ],
+            runtimes=[
+                f"{pair_dir(dataset, '{experiment}', '{run}', *pair)}/runtime.json"
+                for pair in test_pairs(dataset)
+            ],
+        output:
+            [
+                f"{pair_dir(dataset, '{experiment}', '{run}', *pair)}/metrics.json"
+                for pair in test_pairs(dataset)
+            ],
+        params:
+            data=lambda wildcards, input: os.path.dirname(input.data),
+            out_root=lambda wildcards, input: run_folder(input.runtimes[0]),
+            volumes=volume_args(dataset),
+        threads: 1
+        resources:
+            runtime=scaled(config["evaluate"]["runtime"]),
+            mem_mb=scaled(config["evaluate"]["mem_mb"]),
+        log:
+            f"logs/{dataset}/evaluate/{{experiment}}/{{run}}.log",
+        benchmark:
+            f"logs/benchmarks/{dataset}/evaluate/{{experiment}}/{{run}}.tsv"
+        conda:
+            "../envs/regbench.yaml"
+        shell:
+            "regbench evaluate-pairs --data {params.data} --out-root {params.out_root} "
+            "--test-pairs {params.volumes} --threads {threads} > {log} 2>&1"

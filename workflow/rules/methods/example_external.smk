@@ -13,9 +13,9 @@
 # The rule writes the two standard per-pair files into the run folder of the pair:
 #   results/{dataset}/pairs/{experiment}/example-identity/{moving}/{fixed}/field.nii.gz
 #   results/{dataset}/pairs/{experiment}/example-identity/{moving}/{fixed}/runtime.json
-# and the workflow's `evaluate` rule, which scores every method's pairs, turns them into
-# metrics.json with `regbench evaluate`, so the method then appears in per_pair.csv, every table
-# and figure.
+# and the workflow's `evaluate_{dataset}` rule, which scores every method's pairs, turns them
+# into metrics.json with `regbench evaluate-pairs`, so the method then appears in per_pair.csv,
+# every table and figure.
 # The "tool" here is workflow/scripts/identity_field.py (the identity transform); a real one is
 # any command reading the pair's images (data/{dataset}/images/{id}.nii.gz) and writing a field.
 
