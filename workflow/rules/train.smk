@@ -23,6 +23,8 @@ rule train:
         args=train_args,
         threads=train_threads,
     threads: lambda wildcards: train_settings(wildcards)["threads"]
+    # The longest jobs, and everything learned waits for them: start them first.
+    priority: 50
     resources:
         gpu=train_gpus,
         runtime=lambda wildcards, attempt: train_settings(wildcards)["runtime"] * attempt,
