@@ -571,7 +571,9 @@ def test_figure_pyramid_cli(tiny_dataset: Path, tmp_path: Path,
     fields, names = pyramid_fields(loaded, moving, fixed)
     assert names == ["1/16", "1/8", "1/4", "1/2"]
     assert all(f.shape == (3, 24, 32, 20) for f in fields)  # padded -> cropped to full grid
-    with torch.no_grad():
+    from regbench.methods import inference_mode
+
+    with torch.no_grad(), inference_mode(loaded.network, loaded.test_batch_statistics):
         padded = torch.nn.functional.pad(torch.from_numpy(moving)[None, None], (0, 12, 0, 0, 0, 8))
         fixed_p = torch.nn.functional.pad(torch.from_numpy(fixed)[None, None], (0, 12, 0, 0, 0, 8))
         final = loaded.network(padded, fixed_p)["field"][0, :, :24, :, :20].numpy()

@@ -166,12 +166,13 @@ def test_python_m_regbench_cli_runs_the_cli():
     assert "usage: regbench" in done.stdout
 
 
-def test_external_method_gets_one_rule_job_and_one_evaluation_per_pair(tmp_path):
+def test_external_method_gets_one_rule_job_per_pair_and_one_evaluation_per_run(tmp_path):
     jobs = dry_run_jobs("--configfile", str(PAPER), with_external(PAPER, tmp_path))
     rules = collections.Counter(rule for rule, _ in jobs)
-    pairs = sum(TEST_PAIRS.values())
-    assert rules["example_identity"] == pairs
-    assert sum(rule == "evaluate" and w["run"] == "example-identity" for rule, w in jobs) == pairs
+    assert rules["example_identity"] == sum(TEST_PAIRS.values())
+    scored = collections.Counter(rule.removeprefix("evaluate_") for rule, w in jobs
+                                 if rule.startswith("evaluate_") and w["run"] == "example-identity")
+    assert dict(scored) == {dataset: 1 for dataset in TEST_PAIRS}
 
 
 def without_raw(config: dict) -> None:
@@ -210,7 +211,7 @@ def conda_specs(path: Path) -> dict[str, Requirement]:
     return specs
 
 
-@pytest.mark.parametrize("env_file, extras", [("environment.yml", ["dev"]),
+@pytest.mark.parametrize("env_file, extras", [("environment.yml", ["dev", "slurm"]),
                                                ("workflow/envs/regbench.yaml", [])])
 def test_environment_pins_match_pyproject(env_file, extras):
     """The suite's environment has the dependencies and the dev tools, the rules' environment
