@@ -277,7 +277,7 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
     amp_dtype = autocast_dtype(config.amp, device)
     use_amp = amp_dtype is not None
     # Low-precision convolutions run faster on channels-last tensors (oneDNN, cuDNN): measured
-    # on the demo's CPU, a VoxelMorph step 23 % and a Dual-PRNet step 5 % faster.
+    # on the demo's CPU, a VoxelMorph step 14-23 % and a Dual-PRNet step 5-9 % faster.
     layout = torch.channels_last_3d if use_amp else torch.contiguous_format
     network.to(device, memory_format=layout)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr,
