@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from regbench.data.dataset import Dataset
 
 
 def add_dataset_pair(parser: argparse.ArgumentParser) -> None:
@@ -11,3 +15,27 @@ def add_dataset_pair(parser: argparse.ArgumentParser) -> None:
     dataset.add_argument("--data", help="prepared dataset folder")
     dataset.add_argument("--moving", help="moving subject ID")
     dataset.add_argument("--fixed", help="fixed subject ID")
+
+
+def add_pair_choice(parser: argparse.ArgumentParser) -> None:
+    """``--test-pairs`` or ``--pair MOVING FIXED`` (repeatable): the pairs of a many-pair
+    command, read back by :func:`chosen_pairs`."""
+    chosen = parser.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--test-pairs", action="store_true",
+                        help="every ordered pair of distinct subjects of the test split")
+    chosen.add_argument("--pair", nargs=2, action="append", metavar=("MOVING", "FIXED"),
+                        help="one pair of subject IDs; repeatable")
+
+
+def chosen_pairs(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                 dataset: Dataset) -> list[tuple[str, str]]:
+    """The ``(moving, fixed)`` pairs of :func:`add_pair_choice`'s arguments, every subject
+    checked against ``dataset`` before any work (an unknown one raises ``InputError``)."""
+    from regbench.naming import ordered_pairs
+
+    pairs = ordered_pairs(dataset.test) if args.test_pairs else [tuple(p) for p in args.pair]
+    if not pairs:
+        parser.error(f"{args.data}: the test split has fewer than 2 subjects: no pairs")
+    for subject in {s for pair in pairs for s in pair}:
+        dataset.image_path(subject)
+    return pairs

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from regbench.cli.arguments import add_dataset_pair
+from regbench.cli.arguments import add_dataset_pair, add_pair_choice, chosen_pairs
 from regbench.data.dataset import Dataset
 from regbench.evaluate import evaluate_dataset_pair, evaluate_paths
 from regbench.io import output_lock
@@ -59,11 +59,7 @@ def add_commands(subparsers) -> None:
                     "--keep-volumes. The workflow's scoring stage: one job per run.")
     pairs.add_argument("--data", required=True, help="prepared dataset folder")
     pairs.add_argument("--out-root", required=True, help="run folder holding the pair folders")
-    chosen = pairs.add_mutually_exclusive_group(required=True)
-    chosen.add_argument("--test-pairs", action="store_true",
-                        help="every ordered pair of distinct subjects of the test split")
-    chosen.add_argument("--pair", nargs=2, action="append", metavar=("MOVING", "FIXED"),
-                        help="one pair of subject IDs; repeatable")
+    add_pair_choice(pairs)
     pairs.add_argument("--keep-volumes", nargs=2, action="append", default=[],
                        metavar=("MOVING", "FIXED"),
                        help="also write this pair's warped image and labels; repeatable")
@@ -106,15 +102,12 @@ def run(args: argparse.Namespace) -> int:
 
 def run_pairs(args: argparse.Namespace) -> int:
     from regbench.evaluate import evaluate_pairs
-    from regbench.naming import ordered_pairs
 
     parser: argparse.ArgumentParser = args.evaluate_parser
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be >= 1")
     set_threads(args.threads)
     dataset = Dataset.load(args.data)
-    pairs = ordered_pairs(dataset.test) if args.test_pairs else [tuple(p) for p in args.pair]
-    if not pairs:
-        parser.error(f"{args.data}: the test split has fewer than 2 subjects: no pairs")
+    pairs = chosen_pairs(parser, args, dataset)
     evaluate_pairs(dataset, pairs, args.out_root, {tuple(p) for p in args.keep_volumes})
     return 0

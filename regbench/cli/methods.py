@@ -9,7 +9,7 @@ import json
 import logging
 from typing import Any
 
-from regbench.cli.arguments import add_dataset_pair
+from regbench.cli.arguments import add_dataset_pair, add_pair_choice, chosen_pairs
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +100,7 @@ def add_commands(subparsers) -> None:
     pairs.add_argument("--data", required=True, help="prepared dataset folder")
     pairs.add_argument("--out-root", required=True,
                        help="run folder; each pair's files go to OUT_ROOT/MOVING/FIXED/")
-    chosen = pairs.add_mutually_exclusive_group(required=True)
-    chosen.add_argument("--test-pairs", action="store_true",
-                        help="every ordered pair of distinct subjects of the test split")
-    chosen.add_argument("--pair", nargs=2, action="append", metavar=("MOVING", "FIXED"),
-                        help="one pair of subject IDs; repeatable")
+    add_pair_choice(pairs)
     _add_method_setup(pairs)
     pairs.set_defaults(func=run_register_pairs, parser=pairs)
 
@@ -224,16 +220,11 @@ def run_register(args: argparse.Namespace) -> int:
 
 def run_register_pairs(args: argparse.Namespace) -> int:
     from regbench.data.dataset import Dataset
-    from regbench.naming import ordered_pairs
     from regbench.registration import register_pairs
 
     parser: argparse.ArgumentParser = args.parser
     dataset = Dataset.load(args.data)
-    pairs = ordered_pairs(dataset.test) if args.test_pairs else [tuple(p) for p in args.pair]
-    if not pairs:
-        parser.error(f"{args.data}: the test split has fewer than 2 subjects: no pairs")
-    for subject in {s for pair in pairs for s in pair}:
-        dataset.image_path(subject)  # an unknown subject is refused before the folder is made
+    pairs = chosen_pairs(parser, args, dataset)
     method = _set_up_method(parser, args)
     register_pairs(method, dataset, pairs, args.out_root, slice_step=args.slice_step)
     return 0
