@@ -46,9 +46,6 @@ def add_commands(subparsers) -> None:
                              "(default: the runtime record's, else 1)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of PyTorch's warping (default: PyTorch's default)")
-    parser.add_argument("--no-volumes", action="store_true",
-                        help="write metrics.json only, not the warped image and labels (the "
-                             "dataset form)")
     parser.set_defaults(func=run, evaluate_parser=parser)
 
     pairs = subparsers.add_parser(
@@ -84,14 +81,11 @@ def run(args: argparse.Namespace) -> int:
         dataset = Dataset.load(args.data)
         with output_lock(args.out):
             evaluate_dataset_pair(dataset, args.moving, args.fixed, args.field, args.out,
-                                  runtime=args.runtime, slice_step=args.slice_step,
-                                  keep_volumes=not args.no_volumes)
+                                  runtime=args.runtime, slice_step=args.slice_step)
         return 0
     if not set(PATH_FORM) <= given:
         parser.error("give --data/--moving/--fixed, or --moving-image, --moving-labels and "
                      "--fixed-labels")
-    if args.no_volumes:
-        parser.error("--no-volumes is for the dataset form")
     with output_lock(args.out):
         evaluate_paths(moving_image=args.moving_image, moving_labels=args.moving_labels,
                        fixed_labels=args.fixed_labels, field=args.field, out_dir=args.out,
