@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from regbench.data.dataset import SPLITS
+from regbench.data.preparation import given_splits
 from regbench.io import InputError
 
 log = logging.getLogger(__name__)
@@ -68,20 +70,32 @@ def _common(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument("--raw", required=True, help="folder holding the original distribution")
     parser.add_argument("--out", required=True, help="output dataset folder")
     parser.add_argument("--subjects", default=None,
-                        help=f"comma-separated subject IDs, e.g. {example} (default: all); the "
-                             "splits keep the chosen subjects they hold")
+                        help=f"comma-separated subject IDs, e.g. {example} (default: all, or "
+                             "those of --train/--val/--test); the splits keep the chosen "
+                             "subjects they hold")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="resolution: 1/k of the paper's 160x192x160 crop of 1 mm, e.g. 0.5 "
+                             "for 80x96x80 of 2 mm (images area-averaged, labels the most "
+                             "frequent of each block; default: 1)")
+    for split in SPLITS:
+        parser.add_argument(f"--{split}", default=None, metavar="IDS",
+                            help=f"comma-separated subjects of the {split} split, instead of "
+                                 "the paper's splits (give --test at least; the lists must be "
+                                 "disjoint)")
 
 
 def run_prepare(args: argparse.Namespace) -> int:
+    splits = given_splits(args.train, args.val, args.test)
     if args.dataset == "lpba40":
         from regbench.data import lpba40  # heavy imports (ANTs, nilearn) only when needed
 
         root = lpba40.prepare(args.raw, args.out, args.subjects, threads=args.threads,
-                              seed=args.seed)
+                              seed=args.seed, scale=args.scale, splits=splits)
     else:
         from regbench.data import mindboggle101
 
-        root = mindboggle101.prepare(args.raw, args.out, args.subjects)
+        root = mindboggle101.prepare(args.raw, args.out, args.subjects, scale=args.scale,
+                                     splits=splits)
     log.info("%s dataset ready: %s", args.dataset, root)
     return 0
 

@@ -49,9 +49,13 @@ def make_manifest(
     regions: Mapping[str, Sequence[int]],
     shape: Sequence[int],
     affine: np.ndarray,
+    resampling: Mapping[str, Any] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """The manifest record; ``extra`` keys (provenance, seeds, versions) are kept as given."""
+    """The manifest record; ``extra`` keys (provenance, seeds, versions) are kept as given.
+
+    ``resampling``: how the volumes were brought to a reduced resolution, kept in ``grid``.
+    """
     subjects = list(subjects)
     for split in SPLITS:
         unknown = sorted(set(splits.get(split, [])) - set(subjects))
@@ -72,6 +76,7 @@ def make_manifest(
             "shape": [int(s) for s in shape],
             "spacing_mm": [round(float(s), 6) for s in voxel_spacing(affine)],
             "affine": np.asarray(affine, dtype=float).tolist(),
+            **({"resampling": dict(resampling)} if resampling else {}),
         },
         **extra,
     }

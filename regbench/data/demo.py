@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from regbench.data import protocol
 from regbench.data.dataset import MANIFEST, make_manifest, write_manifest, write_subject
+from regbench.data.resolution import crop_grid
 from regbench.io import InputError, read_json
 from regbench.naming import (  # noqa: F401  (re-exported: the demo's split)
     MAX_TEST_SUBJECTS,
@@ -139,20 +140,9 @@ def _check_arguments(subjects: int, scale: float, seed: int) -> float:
 
 
 def demo_grid(scale: float) -> tuple[tuple[int, int, int], np.ndarray]:
-    """``(shape, affine (4, 4))`` of the demo grid at ``scale``.
-
-    ``scale=1`` is the paper's crop of the FSL MNI152 1 mm grid; a coarser voxel is the block of
-    ``1 / scale`` fine voxels per axis, placed at the block's mean position.
-    """
-    scale = _check_scale(scale)
-    shape = tuple(round(n * scale) for n in protocol.CROP_SHAPE)
-    crop = np.eye(4)
-    crop[:3, 3] = [s.start for s in protocol.crop_slices(protocol.MNI_SHAPE)]
-    fine = np.asarray(protocol.MNI_AFFINE, dtype=float) @ crop
-    coarse = np.eye(4)
-    coarse[:3, :3] /= scale
-    coarse[:3, 3] = 0.5 / scale - 0.5  # centre of the first block, in fine voxels
-    return shape, fine @ coarse
+    """``(shape, affine (4, 4))`` of the demo grid at ``scale``: the paper's crop at that scale
+    (:func:`regbench.data.resolution.crop_grid`)."""
+    return crop_grid(_check_scale(scale))
 
 
 def _fine_positions(scale: float) -> list[np.ndarray]:

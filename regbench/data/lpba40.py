@@ -46,15 +46,16 @@ from tqdm import tqdm
 from regbench.data import protocol
 from regbench.data.dataset import make_manifest, write_manifest, write_subject
 from regbench.data.preparation import (
+    choose_splits,
     clean_labels,
     crop,
-    crop_affine,
     format_grid,
     parse_subjects,
     scale_by_maximum,
     staged_dataset,
     subset_splits,
 )
+from regbench.data.resolution import block_factor, crop_grid, downsample, resampling_record
 from regbench.io import InputError, checked_image, checked_labels
 from regbench.runtime import versions
 
@@ -345,17 +346,22 @@ def use_itk_threads(threads: int | None) -> int:
 def prepare(raw: str | os.PathLike, out: str | os.PathLike,
             subjects: str | Sequence[str] | None = None, *,
             registration: Mapping[str, Any] | None = None, seed: int = 0,
-            threads: int | None = None) -> Path:
+            threads: int | None = None, scale: float = 1.0,
+            splits: Mapping[str, Sequence[str]] | None = None) -> Path:
     """Prepare LPBA40 from LONI's delineation-space files in ``raw`` into ``out``.
 
-    ``subjects``: IDs (``"S01,S31"`` or a list; default every subject found in ``raw``).
+    ``subjects``: IDs (``"S01,S31"`` or a list; default every subject found in ``raw``, or
+    every subject of ``splits``). ``scale``: ``1 / k`` of the paper's 1 mm crop
+    (:mod:`regbench.data.resolution`). ``splits``: train/val/test lists of one's own
+    (:func:`~regbench.data.preparation.given_splits`) instead of the paper's.
     ``registration``: ``ants.registration`` keywords overriding :data:`REGISTRATION_DEFAULTS`.
     ``seed``: ANTs' metric sampling seed. ``threads``: ITK threads (default 1, reproducible).
     Every file is found and every header checked before any registration; ``out`` changes only
     when every subject succeeded. Returns ``out``.
     """
     out = Path(out)
-    chosen = parse_subjects(subjects)
+    factor = block_factor(scale)
+    chosen = choose_splits(parse_subjects(subjects), splits)
     if chosen is not None:
         unknown = [s for s in chosen if s not in protocol.LPBA40_SUBJECTS]
         if unknown:
@@ -389,6 +395,7 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
 
     itk_threads = use_itk_threads(threads)
     template, template_affine = mni_template()
+    shape, affine = crop_grid(1 / factor)
     correlation: dict[str, float] = {}
     dropped: dict[str, dict[str, int]] = {}
     with staged_dataset(out) as staging:
@@ -404,8 +411,10 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
             warped, warped_labels, correlation[subject] = register_to_template(
                 image, labels, delineation_affine(), template, template_affine,
                 settings=settings, seed=seed)
-            cropped = scale_by_maximum(crop(warped), files[subject]["image"].voxels)
-            write_subject(staging, subject, cropped, crop(warped_labels), crop_affine())
+            image, labels = downsample(
+                scale_by_maximum(crop(warped), files[subject]["image"].voxels),
+                crop(warped_labels), factor)
+            write_subject(staging, subject, image, labels, affine)
             log.info("%s: registered to MNI152 (correlation with the template %.3f)", subject,
                      correlation[subject])
             if correlation[subject] < 0.8:
@@ -415,14 +424,18 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
             name="lpba40",
             source=("LPBA40 (LONI), delineation space; affinely registered (ANTs) to nilearn's "
                     "MNI152 template on the FSL 1 mm grid, cropped to 160x192x160, intensities "
-                    "divided by the maximum of the cropped volume"),
+                    "divided by the maximum of the cropped volume"
+                    + (f", downsampled to scale 1/{factor}" if factor > 1 else "")),
             subjects=chosen,
-            splits=subset_splits(chosen, protocol.LPBA40_SPLITS),
+            splits=subset_splits(chosen, splits or protocol.LPBA40_SPLITS),
             labels=protocol.LPBA40_LABELS,
             regions=protocol.LPBA40_REGIONS,
-            shape=protocol.CROP_SHAPE,
-            affine=crop_affine(),
+            shape=shape,
+            affine=affine,
+            resampling=resampling_record(factor),
             synthetic=False,
+            scale=1 / factor,
+            split_source="paper" if splits is None else "given",
             raw=str(space.absolute()),
             delineation_grid={
                 "shape": list(protocol.LPBA40_DELINEATION_SHAPE),

@@ -24,7 +24,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 import nibabel as nib
@@ -34,13 +34,14 @@ from tqdm import tqdm
 from regbench.data import protocol
 from regbench.data.dataset import make_manifest, write_manifest, write_subject
 from regbench.data.preparation import (
+    choose_splits,
     clean_labels,
     crop,
-    crop_affine,
     parse_subjects,
     scale_by_maximum,
     staged_dataset,
 )
+from regbench.data.resolution import block_factor, crop_grid, downsample, resampling_record
 from regbench.io import InputError, atomic_path, output_lock, read_image, read_labels
 from regbench.runtime import versions
 
@@ -308,16 +309,22 @@ def _no_data(raw: Path) -> str:
 
 
 def prepare(raw: str | os.PathLike, out: str | os.PathLike,
-            subjects: str | Sequence[str] | None = None) -> Path:
+            subjects: str | Sequence[str] | None = None, *, scale: float = 1.0,
+            splits: Mapping[str, Sequence[str]] | None = None) -> Path:
     """Prepare Mindboggle-101 from ``raw`` into ``out``; returns ``out``.
 
-    ``subjects``: IDs (``"OASIS-TRT-20-1,NKI-RS-22-3"`` or a list; default every subject found).
+    ``subjects``: IDs (``"OASIS-TRT-20-1,NKI-RS-22-3"`` or a list; default every subject found,
+    or every subject of ``splits``). ``scale``: ``1 / k`` of the paper's 1 mm crop
+    (:mod:`regbench.data.resolution`). ``splits``: train/val/test lists of one's own
+    (:func:`~regbench.data.preparation.given_splits`) instead of the paper's groups.
     Archives in ``raw`` without their folder are extracted first. Every file is found and every
     header checked before any volume is read; ``out`` changes only when every subject
     succeeded.
     """
     raw, out = Path(raw), Path(out)
-    chosen = parse_subjects(subjects)
+    factor = block_factor(scale)
+    given = splits is not None
+    chosen = choose_splits(parse_subjects(subjects), splits)
     if not raw.is_dir():
         raise InputError(_no_data(raw))
     extract_archives(raw)
@@ -338,6 +345,7 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
         for path in paths.values():
             check_header(path)
 
+    shape, affine = crop_grid(1 / factor)
     dropped: dict[str, dict[str, int]] = {}
     with staged_dataset(out) as staging:
         for subject in tqdm(chosen, desc="Mindboggle101 crop", unit="subject"):
@@ -350,23 +358,28 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
             if not labels.any():
                 raise InputError(f"{labels_path}: no label of the protocol (DKT25 cortical IDs) "
                                  f"inside the crop; found only {sorted(dropped[subject])}")
-            write_subject(staging, subject, scale_by_maximum(crop(image), image_path), labels,
-                          crop_affine())
+            image, labels = downsample(scale_by_maximum(crop(image), image_path), labels, factor)
+            write_subject(staging, subject, image, labels, affine)
             log.debug("%s: cropped; labels set to 0: %s", subject, dropped[subject])
-        splits = {split: [s for s in chosen if groups[s] in split_groups]
-                  for split, split_groups in protocol.MINDBOGGLE101_SPLIT_GROUPS.items()}
+        if splits is None:
+            splits = {split: [s for s in chosen if groups[s] in split_groups]
+                      for split, split_groups in protocol.MINDBOGGLE101_SPLIT_GROUPS.items()}
         manifest = make_manifest(
             name="mindboggle101",
             source=("Mindboggle-101 <GROUP>_volumes_in_MNI152 (mindboggle.info, CC BY-NC-SA "
                     "3.0), FSL MNI152 1 mm grid cropped to 160x192x160, intensities divided by "
-                    "the maximum of the cropped volume, DKT31 merged into DKT25"),
+                    "the maximum of the cropped volume, DKT31 merged into DKT25"
+                    + (f", downsampled to scale 1/{factor}" if factor > 1 else "")),
             subjects=chosen,
             splits=splits,
             labels=protocol.MINDBOGGLE101_LABELS,
             regions=protocol.MINDBOGGLE101_REGIONS,
-            shape=protocol.CROP_SHAPE,
-            affine=crop_affine(),
+            shape=shape,
+            affine=affine,
+            resampling=resampling_record(factor),
             synthetic=False,
+            scale=1 / factor,
+            split_source="given" if given else "paper",
             raw=str(raw.absolute()),
             groups=groups,
             dropped_labels=dropped,

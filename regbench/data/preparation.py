@@ -48,6 +48,53 @@ def subset_splits(chosen: Sequence[str], splits: Mapping[str, Sequence[str]]
     return {split: [s for s in chosen if s in set(splits.get(split, []))] for split in SPLITS}
 
 
+def given_splits(train: str | Sequence[str] | None = None, val: str | Sequence[str] | None = None,
+                 test: str | Sequence[str] | None = None) -> dict[str, list[str]] | None:
+    """Splits of the user's own (``--train``, ``--val``, ``--test``), or ``None`` when none is
+    given (the paper's splits then apply).
+
+    Each list is comma-separated text or a list of IDs; a split not given is empty.
+
+    Raises:
+        InputError: a subject in two splits, or fewer than 2 test subjects.
+    """
+    lists = {"train": train, "val": val, "test": test}
+    if all(value is None for value in lists.values()):
+        return None
+    splits = {name: parse_subjects(value) if value else [] for name, value in lists.items()}
+    seen: dict[str, str] = {}
+    for name, subjects in splits.items():
+        for subject in subjects:
+            if subject in seen:
+                raise InputError(f"subject {subject} is in both the {seen[subject]} and the "
+                                 f"{name} split; the splits must be disjoint")
+            seen[subject] = name
+    if len(splits["test"]) < 2:
+        raise InputError(f"the test split needs at least 2 subjects (a pair to register), got "
+                         f"{len(splits['test'])}: {', '.join(splits['test']) or 'none'}")
+    return splits
+
+
+def choose_splits(chosen: Sequence[str] | None, given: Mapping[str, Sequence[str]] | None
+                  ) -> list[str] | None:
+    """The subjects to prepare: ``chosen`` (``--subjects``), else every subject of the ``given``
+    splits, else ``None`` (every subject found).
+
+    Raises:
+        InputError: a subject of a given split that ``chosen`` leaves out.
+    """
+    if given is None:
+        return None if chosen is None else list(chosen)
+    listed = [s for split in SPLITS for s in given[split]]
+    if chosen is None:
+        return listed
+    left_out = [s for s in listed if s not in set(chosen)]
+    if left_out:
+        raise InputError(f"{', '.join(left_out)}: in a given split but not in --subjects; "
+                         f"prepare every subject of the splits")
+    return list(chosen)
+
+
 def clean_labels(labels: np.ndarray, allowed: Mapping[int, str] | Sequence[int],
                  merges: Mapping[int, int] | None = None) -> tuple[np.ndarray, dict[str, int]]:
     """Relabel ``merges`` (source ID -> target ID), then set IDs outside ``allowed`` to 0.
@@ -85,14 +132,6 @@ def clean_labels(labels: np.ndarray, allowed: Mapping[int, str] | Sequence[int],
         for source, target in mapping.items():
             out[labels == source] = target
     return out, dropped
-
-
-def crop_affine() -> np.ndarray:
-    """Voxel -> MNI mm of the 160x192x160 crop of the FSL MNI152 grid."""
-    start = protocol.crop_start(protocol.MNI_SHAPE)
-    shift = np.eye(4)
-    shift[:3, 3] = start
-    return np.asarray(protocol.MNI_AFFINE, dtype=float) @ shift
 
 
 def crop(volume: np.ndarray) -> np.ndarray:
