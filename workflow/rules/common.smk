@@ -86,6 +86,12 @@ def _check_config():
     if figure_method in METHODS and figure_method not in LEARNED:
         raise WorkflowError(f"config: figures.method {figure_method!r} is not a learned method")
     for dataset in DATASETS:
+        splits = config["datasets"][dataset].get("splits", {})
+        listed = [s for subjects in splits.values() for s in subjects]
+        twice = sorted({s for s in listed if listed.count(s) > 1})
+        if twice:
+            raise WorkflowError(f"config: datasets.{dataset}.splits: {', '.join(twice)} in more "
+                                "than one split; the splits must be disjoint")
         if len(test_subjects(dataset)) < 2:
             raise WorkflowError(f"config: {dataset} has fewer than 2 test subjects "
                                 f"({', '.join(test_subjects(dataset)) or 'none'}); check "
@@ -104,6 +110,8 @@ def test_subjects(dataset):
     settings = config["datasets"][dataset]
     if dataset == "demo":
         return naming.demo_split(settings["subjects"])[2]
+    if "splits" in settings:
+        return list(settings["splits"]["test"])
     if dataset == "lpba40":
         test = protocol.LPBA40_SPLITS["test"]
     else:
@@ -146,9 +154,15 @@ def prepare_input(wildcards):
     return {}  # a local copy is not an input: a dry run must not need it
 
 
-def prepare_subjects_arg(wildcards):
-    chosen = config["datasets"][wildcards.dataset].get("subjects")
-    return f"--subjects {','.join(chosen)}" if chosen else ""
+def prepare_subjects_args(wildcards):
+    """--subjects, --scale and the splits of one's own of a real dataset's preparation."""
+    settings = config["datasets"][wildcards.dataset]
+    args = [f"--scale {settings['scale']}"]
+    if settings.get("subjects"):
+        args.append(f"--subjects {','.join(settings['subjects'])}")
+    for split, subjects in settings.get("splits", {}).items():
+        args.append(f"--{split} {','.join(subjects) or shlex.quote('')}")
+    return " ".join(args)
 
 
 def download_source_args(wildcards):

@@ -31,7 +31,7 @@ rule prepare:
     params:
         out=lambda wildcards, output: os.path.dirname(output[0]),
         raw=lambda wildcards: raw_dir(wildcards.dataset),
-        subjects=prepare_subjects_arg,
+        subjects=prepare_subjects_args,
         # LPBA40 is aligned to MNI152 with ANTs (threaded); Mindboggle101 is only cropped
         ants_threads=lambda wildcards, threads: (
             f"--threads {threads}" if wildcards.dataset == "lpba40" else ""
