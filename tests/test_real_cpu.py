@@ -46,7 +46,7 @@ def test_cpu_configuration_end_to_end_on_a_synthetic_layout(tmp_path):
         "methods": {"syn": {"options": {"reg_iterations": [4, 0, 0]}}},
         "train": {"steps": 2, "warmup_steps": 1, "checkpoint_every": 1, "validate_every": 1},
     })
-    snakemake("--cores", "2", "--configfile", str(CPU_CONFIG), tiny, cwd=work, timeout=900)
+    snakemake("--cores", "2", "--configfile", str(CPU_CONFIG), tiny, cwd=work, timeout=1500)
 
     data = Dataset.load(work / "data" / "mindboggle101")
     assert data.shape == (40, 48, 40) and data.manifest["grid"]["resampling"]["scale"] == 0.25
