@@ -8,7 +8,7 @@ of distinct subjects of a dataset's training split and writes into ``out_dir``::
     model.pt        the final state (same format), written last: its presence marks a finished run
     loss.csv        one row per step: step, loss, each loss part, lr, time_s (wall seconds)
     validation.csv  one row per validation: step, time_s, loss, dice_faim, dice_merged, eval_s
-    train.json      config, options, seed, versions, device, dataset, wall time
+    train.json      config, options, seed, precision, versions, device, dataset, wall time
 
 Choices the paper leaves open, and how they are made here:
 
@@ -39,8 +39,9 @@ Choices the paper leaves open, and how they are made here:
   normalisation differ: statistics are per process). Only rank 0 writes files; every process
   reads ``checkpoint.pt`` when resuming (one machine, or a shared file system).
 * **Mixed precision** (``amp``, :func:`autocast_dtype`): ``torch.autocast`` with float16 and a
-  ``GradScaler`` on CUDA, with bfloat16 on a CPU that computes it natively. Convolutions run in
-  the low precision; the losses and the displacement fields stay float32.
+  ``GradScaler`` on CUDA, with bfloat16 on a CPU that computes it natively (its flags show
+  AVX-512 BF16 or AMX), else float32; ``train.json`` records the ``precision`` that ran.
+  Convolutions run in the low precision; the losses and the displacement fields stay float32.
 
 Resuming restores the network, optimizer, grad scaler, step and the Python, NumPy, PyTorch and
 pair-sampler RNG states, so on the CPU an interrupted and resumed run ends with exactly the
@@ -66,6 +67,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import hashlib
 import io
 import itertools
 import json
@@ -88,7 +90,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from regbench.io import InputError, atomic_path, output_lock, write_json, write_text
-from regbench.runtime import describe_device, pick_device, seed_everything, set_threads, versions
+from regbench.runtime import (
+    cpu_computes_bfloat16,
+    describe_device,
+    pick_device,
+    seed_everything,
+    set_threads,
+    versions,
+)
 
 if TYPE_CHECKING:
     from regbench.data.dataset import Dataset
@@ -137,8 +146,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         minimums = {"steps": 1, "batch_size": 1, "checkpoint_every": 1, "moving_slice_step": 1,
-                    "warmup_steps": 0, "crop_jitter": 0, "num_workers": 0, "validate_every": 0,
-                    "validation_pairs": 1}
+                    "seed": 0, "warmup_steps": 0, "crop_jitter": 0, "num_workers": 0,
+                    "validate_every": 0, "validation_pairs": 1}
         for name, minimum in minimums.items():
             if getattr(self, name) < minimum:
                 raise ValueError(f"{name} must be >= {minimum}, got {getattr(self, name)}")
@@ -151,16 +160,22 @@ class TrainConfig:
 def autocast_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
     """The mixed-precision type of training on ``device``, or ``None`` for float32.
 
-    With ``amp``: float16 on CUDA; bfloat16 on a CPU that computes it natively (oneDNN on AVX-512
-    BF16 or AMX; elsewhere bfloat16 is emulated, slower than float32, and is not used).
+    With ``amp``: float16 on CUDA; bfloat16 on a CPU whose flags show native bfloat16
+    (:func:`regbench.runtime.cpu_computes_bfloat16`: AVX-512 BF16 or AMX). oneDNN would also
+    run bfloat16 on AVX-512 without them (Skylake to Ice Lake), emulated: there it is float32.
     """
     if not amp:
         return None
     if device.type == "cuda":
         return torch.float16
-    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if device.type == "cpu" and cpu_computes_bfloat16():
         return torch.bfloat16
     return None
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """``"bfloat16"``, ``"float16"`` or ``"float32"``: what train.json records as the precision."""
+    return str(dtype or torch.float32).removeprefix("torch.")
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -205,6 +220,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if missing:
         raise InputError(f"{path}: not a regbench checkpoint (missing {sorted(missing)})")
     return state
+
+
+def checkpoint_record(path: str | os.PathLike, state: dict[str, Any]) -> dict[str, Any]:
+    """What a registration records of the checkpoint it used: ``{"sha256", "step", "steps"}``
+    (the file's hash, the step it holds, the steps of its training run)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return {"sha256": digest.hexdigest(), "step": int(state["step"]),
+            "steps": int(state["config"]["steps"])}
 
 
 def train(method: LearnedMethod, dataset: Dataset, out_dir: str | os.PathLike,
@@ -262,6 +288,7 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
     network = method.build_network()
     identity = {"method": method.name, "options": _plain(method.options),
                 "config": _plain(dataclasses.asdict(config)),
+                "threads": torch.get_num_threads(),
                 "dataset": {"name": dataset.name, "train": list(dataset.train),
                             "val": list(dataset.val),
                             "fingerprint": dataset.fingerprint([*dataset.train, *dataset.val])}}
@@ -381,7 +408,7 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
             "method": method.name, "label": method.label, "options": identity["options"],
             "config": identity["config"], "seed": config.seed, "steps": config.steps,
             "world_size": world, "batch_per_process": share,
-            "amp": str(amp_dtype).removeprefix("torch.") if use_amp else None,
+            "precision": precision_name(amp_dtype),
             "device": describe_device(device), "versions": versions(),
             "dataset": {**identity["dataset"], "root": str(dataset.root)},
             "resumed_at": resumed_at, "wall_time_s": elapsed, "model": MODEL,
@@ -618,8 +645,13 @@ def _set_rng_states(rng: dict[str, Any], sampler: PairSampler) -> None:
 
 
 def _save(state: dict[str, Any], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except RuntimeError as err:  # torch's writer reports a full disk as a RuntimeError
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{path}: cannot write the checkpoint ({reason}); check that its disk "
+                         "has free space and the folder is writable") from None
     log.debug("wrote %s (step %d)", path, state["step"])
 
 
@@ -676,7 +708,8 @@ def _set_aside_stale_run(out_dir: Path, identity: dict[str, Any], replace: bool,
     move it, its loss log and record into ``out_dir/stale/``."""
     for path in (out_dir / MODEL, out_dir / CHECKPOINT):  # a finished run speaks for the folder
         if path.exists():
-            differences = _differences(load_checkpoint(path), identity)
+            differences = _differences(load_checkpoint(path), identity,
+                                       resuming=path.name == CHECKPOINT)
             break
     else:
         return
@@ -702,9 +735,18 @@ def _set_aside_stale_run(out_dir: Path, identity: dict[str, Any], replace: bool,
         dist.barrier()
 
 
-def _differences(state: dict[str, Any], identity: dict[str, Any]) -> list[str]:
-    """How a saved state's run differs from ``identity`` (empty: the same run)."""
+def _differences(state: dict[str, Any], identity: dict[str, Any], resuming: bool = False
+                 ) -> list[str]:
+    """How a saved state's run differs from ``identity`` (empty: the same run).
+
+    ``resuming`` (a checkpoint, not a finished model): the CPU threads must be the same too,
+    since other threads sum in another order and end in other weights.
+    """
     differences = []
+    if resuming and state.get("threads", identity["threads"]) != identity["threads"]:
+        differences.append(f"threads {state['threads']} != {identity['threads']}: a resume with "
+                           f"other threads ends in other weights; resume with --threads "
+                           f"{state['threads']}")
     for key in ("method", "options"):
         if _plain(state.get(key)) != identity[key]:
             differences.append(f"{key} {_plain(state.get(key))} != {identity[key]}")

@@ -55,7 +55,8 @@ def add_commands(subparsers) -> None:
     for flag, kind, text in TRAIN_FLAGS.values():
         train.add_argument(flag, type=kind, default=None, help=text)
     train.add_argument("--no-amp", action="store_true",
-                       help="no mixed precision on CUDA (never used on the CPU)")
+                       help="train in float32 throughout: no float16 on CUDA, no bfloat16 on "
+                            "a CPU that computes it natively (AVX-512 BF16 or AMX)")
     train.add_argument("--replace-stale", action="store_true",
                        help="when OUT holds a model or checkpoint of another method, options, "
                             "config or data, move it into OUT/stale/ and train afresh (the "
@@ -101,6 +102,10 @@ def add_commands(subparsers) -> None:
     pairs.add_argument("--out-root", required=True,
                        help="run folder; each pair's files go to OUT_ROOT/MOVING/FIXED/")
     add_pair_choice(pairs)
+    pairs.add_argument("--replace-stale", action="store_true",
+                       help="when OUT_ROOT holds pairs of another method, options, slice step or "
+                            "checkpoint, delete them and register afresh (the workflow does; "
+                            "without it such a folder is refused)")
     _add_method_setup(pairs)
     pairs.set_defaults(func=run_register_pairs, parser=pairs)
 
@@ -108,6 +113,9 @@ def add_commands(subparsers) -> None:
 def _add_method_setup(parser: argparse.ArgumentParser) -> None:
     """What sets up a method for registration: checkpoint, slice step, device, threads, options."""
     parser.add_argument("--checkpoint", help="model.pt of a learned method (required for one)")
+    parser.add_argument("--allow-unfinished", action="store_true",
+                        help="accept a checkpoint.pt of an unfinished training run (recorded "
+                             "with its step in runtime.json)")
     parser.add_argument("--slice-step", type=int, default=1,
                         help="register the moving image keeping every N-th slice along axis 1 "
                              "(default: 1, the whole image)")
@@ -226,7 +234,8 @@ def run_register_pairs(args: argparse.Namespace) -> int:
     dataset = Dataset.load(args.data)
     pairs = chosen_pairs(parser, args, dataset)
     method = _set_up_method(parser, args)
-    register_pairs(method, dataset, pairs, args.out_root, slice_step=args.slice_step)
+    register_pairs(method, dataset, pairs, args.out_root, slice_step=args.slice_step,
+                   replace_stale=args.replace_stale)
     return 0
 
 
@@ -250,10 +259,11 @@ def _set_up_method(parser: argparse.ArgumentParser, args: argparse.Namespace):
         if args.checkpoint is None:
             parser.error(f"method {args.method!r} is learned: give --checkpoint (its model.pt)")
         try:
-            return cls.from_checkpoint(args.checkpoint, device, **options)
+            return cls.from_checkpoint(args.checkpoint, device,
+                                       allow_unfinished=args.allow_unfinished, **options)
         except ValueError as err:
             raise InputError(str(err)) from None
-    if args.checkpoint is not None:
+    if args.checkpoint is not None or args.allow_unfinished:
         parser.error(f"method {args.method!r} is not learned: it takes no --checkpoint")
     return _construct(parser, cls, options)
 

@@ -78,6 +78,15 @@ def _check_config():
             if dataset not in DATASETS:
                 raise WorkflowError(f"config: experiment {name!r} names dataset {dataset!r}, "
                                     f"which is not under `datasets` ({', '.join(DATASETS)})")
+    unknown = [name for name in INTERNAL if name not in style.CANONICAL_METHODS]
+    if unknown:
+        available = _registered_methods()
+        for name in unknown:
+            if available is not None and name not in available:
+                raise WorkflowError(
+                    f"config: method {name!r} under `methods` is not a regbench method "
+                    f"({', '.join(available)}); add its file to baselines/, models/ or a folder "
+                    "of REGBENCH_METHOD_PATH, or give it a rule_file")
     for name in EXTERNAL:
         if METHODS[name]["learned"]:
             raise WorkflowError(f"config: external method {name!r} cannot be `learned`; its "
@@ -93,6 +102,16 @@ def _check_config():
         pair = figure_pair(dataset)
         if pair not in test_pairs(dataset):
             raise WorkflowError(f"config: figures pair {pair} is not a test pair of {dataset}")
+
+
+def _registered_methods():
+    """The method registry's names, or None where it cannot be imported (Snakemake's own
+    environment need not hold PyTorch: the rules' environment then finds an unknown method)."""
+    try:
+        from regbench.methods import available_methods
+    except ImportError:
+        return None
+    return list(available_methods())
 
 
 # --- datasets and pairs ---------------------------------------------------------------------
@@ -222,9 +241,10 @@ def model_label(model):
 
 
 def option_args(options):
-    """--option KEY=VALUE arguments; values as JSON, which the CLI reads as YAML."""
-    return [f"--option {shlex.quote(f'{key}={json.dumps(value)}')}"
-            for key, value in options.items()]
+    """--option KEY=VALUE arguments, sorted by key (the YAML order of a method's options must not
+    change a job's params, or Snakemake reruns it); values as JSON, which the CLI reads as YAML."""
+    return [f"--option {shlex.quote(f'{key}={json.dumps(value, sort_keys=True)}')}"
+            for key, value in sorted(options.items())]
 
 
 def train_settings(wildcards):
