@@ -155,6 +155,7 @@ def test_paper_commands_use_the_gpu_ddp_and_slice_thinning(tmp_path):
             "Shell command: torchrun --standalone --nproc_per_node 4 -m regbench.cli train")
         assert f"--out results/lpba40/models/{model} " in train
         assert "--batch-size 4" in train and "--device cuda" in train
+        assert "--no-amp" in train  # the official code trains in float32
         assert ("--slice-step 8" in train) == (model != "dualprnet")
 
 
