@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from regbench.runtime import describe_device
+from regbench.transforms import pad_to_multiple
 
 METHOD_PACKAGES = ("regbench.baselines", "regbench.models")
 METHOD_PATH_ENV = "REGBENCH_METHOD_PATH"
@@ -226,7 +227,7 @@ class LearnedMethod(Method):
             ValueError: the checkpoint is of another method, of an unfinished run (without
                 ``allow_unfinished``), or its weights do not fit the network of these options.
         """
-        from regbench.training import checkpoint_record, load_checkpoint
+        from regbench.training.checkpoint import checkpoint_record, load_checkpoint
 
         state = load_checkpoint(path)
         if state["method"] != cls.name:
@@ -296,14 +297,6 @@ def in_float32(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     displacement field, whose voxel coordinates low precision would round too coarsely."""
     with torch.autocast(x.device.type, enabled=False):
         return module(x.float())
-
-
-def pad_to_multiple(volume: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[slice, ...]]:
-    """Zero-pad ``(B, C, *S)`` at the end of each axis up to a multiple; returns the crop back."""
-    shape = volume.shape[2:]
-    pads = [(-s) % multiple for s in shape]
-    padding = [p for pad in reversed(pads) for p in (0, pad)]
-    return torch.nn.functional.pad(volume, padding), tuple(slice(0, s) for s in shape)
 
 
 def _discover() -> None:

@@ -10,27 +10,9 @@ import logging
 from typing import Any
 
 from regbench.cli.arguments import add_dataset_pair, add_pair_choice, chosen_pairs
+from regbench.training.config import add_flags
 
 log = logging.getLogger(__name__)
-
-TRAIN_FLAGS = {  # TrainConfig field -> (flag, type, help)
-    "steps": ("--steps", int, "optimizer steps"),
-    "batch_size": ("--batch-size", int, "pairs per step, over all processes (global batch)"),
-    "lr": ("--lr", float, "learning rate after warm-up (Adam)"),
-    "seed": ("--seed", int, "random seed (network, pairs, jitter)"),
-    "warmup_steps": ("--warmup-steps", int, "steps of linear learning-rate warm-up"),
-    "checkpoint_every": ("--checkpoint-every", int, "steps between checkpoints"),
-    "crop_jitter": ("--crop-jitter", int, "random joint shift of each pair, +-N voxels per axis"),
-    "moving_slice_step": ("--slice-step", int, "train on moving images keeping every N-th "
-                                               "slice along axis 1 (regbench.degrade)"),
-    "validate_every": ("--validate-every", int, "steps between validations (0: none); the "
-                                                "validation Dice goes to OUT/validation.csv"),
-    "validation_pairs": ("--validation-pairs", int, "ordered validation pairs (of the val split, "
-                                                    "else the training split)"),
-    "device": ("--device", str, "auto (CUDA when present), cpu, cuda, cuda:1, ..."),
-    "threads": ("--threads", int, "CPU threads per process"),
-}
-
 
 def add_commands(subparsers) -> None:
     """Add the ``methods``, ``train``, ``register`` and ``register-pairs`` sub-commands."""
@@ -48,15 +30,11 @@ def add_commands(subparsers) -> None:
                     "OUT/loss.csv and OUT/train.json. Ctrl-C writes a checkpoint of the "
                     "current step and exits with 130. A run of other settings or data in OUT "
                     "is refused (see --replace-stale). Under torchrun, trains data-parallel. "
-                    "Defaults: regbench.training.TrainConfig.")
+                    "Every setting: regbench.training.config.SETTINGS.")
     train.add_argument("method", metavar="METHOD", help="registry name (see `regbench methods`)")
     train.add_argument("--data", required=True, help="prepared dataset folder")
     train.add_argument("--out", required=True, help="output folder")
-    for flag, kind, text in TRAIN_FLAGS.values():
-        train.add_argument(flag, type=kind, default=None, help=text)
-    train.add_argument("--no-amp", action="store_true",
-                       help="train in float32 throughout: no float16 on CUDA, no bfloat16 on "
-                            "a CPU that computes it natively (AVX-512 BF16 or AMX)")
+    add_flags(train)
     train.add_argument("--replace-stale", action="store_true",
                        help="when OUT holds a model or checkpoint of another method, options, "
                             "config or data, move it into OUT/stale/ and train afresh (the "
@@ -172,19 +150,16 @@ def run_methods(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from regbench.data.dataset import Dataset
     from regbench.runtime import pick_device
-    from regbench.training import TrainConfig, train
+    from regbench.training.config import TrainConfig, given_flags
+    from regbench.training.loop import train
 
     parser: argparse.ArgumentParser = args.parser
     cls = _method_class(parser, args.method)
     if not cls.learned:
         parser.error(f"method {args.method!r} is not learned: nothing to train")
     method = _construct(parser, cls, parse_options(parser, args.option))
-    given = {name: getattr(args, flag.lstrip("-").replace("-", "_"))
-             for name, (flag, _, _) in TRAIN_FLAGS.items()}
-    if args.no_amp:
-        given["amp"] = False
     try:
-        config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
+        config = TrainConfig(**given_flags(args))
     except ValueError as err:
         parser.error(str(err))
     pick_device(config.device)  # before any work: a missing GPU is an error of one line

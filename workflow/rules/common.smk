@@ -28,6 +28,7 @@ sys.path.insert(0, workflow.basedir)  # this checkout's regbench, installed or n
 from regbench import naming
 from regbench.data import protocol
 from regbench.reports import style
+from regbench.training import config as train_config
 
 DATASETS = list(config["datasets"])
 METHODS = config["methods"]
@@ -281,19 +282,19 @@ def train_launcher(wildcards):
     return "regbench"
 
 
+TRAIN_FLAG_SETTINGS = ("steps", "batch_size", "lr", "seed", "warmup_steps", "checkpoint_every",
+                      "crop_jitter", "validate_every", "validation_pairs", "device", "amp")
+"""The train settings of the configuration that `regbench train` takes as flags (threads comes
+from the job's threads, the slice step from the model's name)."""
+
+
 def train_args(wildcards):
     method, step = model_method(wildcards.model)
     s = train_settings(wildcards)
-    args = [f"--steps {s['steps']}", f"--batch-size {s['batch_size']}", f"--lr {s['lr']}",
-            f"--seed {s['seed']}", f"--warmup-steps {s['warmup_steps']}",
-            f"--checkpoint-every {s['checkpoint_every']}", f"--crop-jitter {s['crop_jitter']}",
-            f"--validate-every {s['validate_every']}",
-            f"--validation-pairs {s['validation_pairs']}", f"--device {s['device']}"]
+    values = {name: s[name] for name in TRAIN_FLAG_SETTINGS}
     if step > 1:
-        args.append(f"--slice-step {step}")
-    if not s["amp"]:
-        args.append("--no-amp")
-    return " ".join(args + option_args(METHODS[method]["options"]))
+        values["moving_slice_step"] = step
+    return " ".join(train_config.command_line(values) + option_args(METHODS[method]["options"]))
 
 
 def scaled(amount):
