@@ -19,7 +19,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from regbench.io import InputError
-from regbench.reports.figures import CONVENTION_TITLES, save_figure
+from regbench.naming import CONVENTION_TITLES
+from regbench.reports.figures import save_figure
 from regbench.reports.style import run_colors
 from regbench.training.logs import LOSS_LOG, VALIDATION_LOG
 

@@ -79,7 +79,7 @@ def _check_config():
             if dataset not in DATASETS:
                 raise WorkflowError(f"config: experiment {name!r} names dataset {dataset!r}, "
                                     f"which is not under `datasets` ({', '.join(DATASETS)})")
-    unknown = [name for name in INTERNAL if name not in style.CANONICAL_METHODS]
+    unknown = [name for name in INTERNAL if name not in naming.CANONICAL_METHODS]
     if unknown:
         available = _registered_methods()
         for name in unknown:
@@ -357,15 +357,15 @@ def volume_args(dataset):
 
 # --- report ---------------------------------------------------------------------------------
 
-CONVENTIONS = ["faim", "merged"]
+CONVENTIONS = list(naming.CONVENTIONS)
 """Region Dice conventions of the tables and figures (docs/protocol.md)."""
-TABLE_KINDS = ("main", "ablation", "slice_spacing")
+TABLE_KINDS = naming.TABLE_KINDS
 """Experiments with a table of their own (`regbench tables --kind`)."""
 
 
 def run_label(run):
     """How Fig. 3 names a run: the configured label, else the canonical one, else the name."""
-    label = METHODS[run.method].get("label") or style.CANONICAL_LABELS.get(run.method, run.method)
+    label = METHODS[run.method].get("label") or naming.CANONICAL_LABELS.get(run.method, run.method)
     return style.run_label(label, run.slice_step)
 
 
