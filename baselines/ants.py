@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from regbench.io import InputError
 from regbench.methods import Method, Option
 from regbench.runtime import describe_cpu
 
@@ -94,6 +95,11 @@ class AntsMethod(Method):
                 to_ants(fixed, spacing), to_ants(moving, spacing),
                 type_of_transform=self.type_of_transform, outprefix=str(workdir / "ants_"),
                 **kwargs)
+        except RuntimeError as err:  # ANTs' own log says why; the command line gets one line
+            raise InputError(f"method {self.name!r}: ANTs failed on volumes of {fixed.shape} "
+                             f"voxels ({err}); volumes too small for its multi-resolution "
+                             "levels, or images it cannot register (run with -v for its log)"
+                             ) from None
         finally:
             ants.config._random_seed = previous_seed
         return list(result["fwdtransforms"])

@@ -47,8 +47,9 @@ import torch
 from tqdm import tqdm
 
 from regbench.io import write_text
-from regbench.methods import LearnedMethod, Method, get_method, pad_to_multiple
+from regbench.methods import LearnedMethod, Method, get_method
 from regbench.runtime import describe_device, pick_device, set_threads, versions
+from regbench.transforms import pad_to_multiple
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from regbench import metrics
+from regbench import metrics, runs
 from regbench.data.dataset import MANIFEST, Dataset
 from regbench.degrade import thin_slices
 from regbench.io import (
@@ -135,7 +135,7 @@ def evaluate_dataset_pair(
     (out_dir / METRICS_FILE).unlink(missing_ok=True)
     manifest = dataset.root / MANIFEST
     field_array, field_name = _load_field(field, dataset.shape, dataset.affine, manifest)
-    record = _runtime_record(runtime, slice_step)
+    record = _runtime_record(runtime, slice_step, (moving, fixed))
     moving_image = dataset.image(moving)
     moving_labels = dataset.label_map(moving)
     fixed_labels = dataset.label_map(fixed)
@@ -174,11 +174,14 @@ def evaluate_pairs(dataset: Dataset, pairs: Sequence[tuple[str, str]],
         The ``metrics.json`` records, in pair order.
 
     Raises:
-        InputError: a subject is not in the dataset, or a pair's field or runtime record is
-            missing or bad (the pairs before it are scored).
+        InputError: a subject is not in the dataset; a pair's runtime record is missing, bad,
+            or of another run than the others or the folder's ``run.json`` (checked before any
+            pair is scored); or a pair's field is missing or bad (the pairs before it are
+            scored).
     """
     for subject in {s for pair in pairs for s in pair}:
         dataset.image_path(subject)
+    _check_one_run(Path(out_root), pairs)
     records = []
     for moving, fixed in pairs:
         with output_lock(Path(out_root) / moving / fixed) as folder:
@@ -186,6 +189,25 @@ def evaluate_pairs(dataset: Dataset, pairs: Sequence[tuple[str, str]],
                 dataset, moving, fixed, folder / "field.nii.gz", folder,
                 runtime=folder / "runtime.json", keep_volumes=(moving, fixed) in keep_volumes))
     return records
+
+
+def _check_one_run(out_root: Path, pairs: Sequence[tuple[str, str]]) -> None:
+    """Refuse a run folder whose pairs' runtime records name several runs, or another run than
+    its ``run.json`` (:mod:`regbench.runs`)."""
+    first: tuple[dict[str, Any], Path] | None = None
+    for moving, fixed in pairs:
+        path = out_root / moving / fixed / "runtime.json"
+        record = read_json(path)
+        if not isinstance(record, dict):
+            raise InputError(f"{path}: expected a JSON object, got {type(record).__name__}")
+        runs.check_run(record, out_root, path)
+        if first is None:
+            first = record, path
+        elif runs.differences(first[0], record):
+            raise InputError(
+                f"{path}: a pair of {runs.describe(runs.identity_of(record))}, while {first[1]} "
+                f"is a pair of {runs.describe(runs.identity_of(first[0]))}: a run folder holds "
+                "one method's pairs; register them again with one method")
 
 
 def evaluate_paths(
@@ -289,10 +311,13 @@ def _load_field(field: FieldInput, shape: Sequence[int], affine: np.ndarray,
     return array, name
 
 
-def _runtime_record(runtime: RuntimeInput, slice_step: int | None) -> dict[str, Any]:
+def _runtime_record(runtime: RuntimeInput, slice_step: int | None,
+                    pair: tuple[str, str] | None = None) -> dict[str, Any]:
     """The method's runtime record with every :data:`RUNTIME_KEYS` key present.
 
     Missing entries are ``None`` (``versions``: this process's versions; ``options``: ``{}``).
+    The ``moving`` and ``fixed`` subject IDs it records must be ``pair``'s (they are dropped:
+    the evaluation writes its own).
     """
     source = "runtime record"
     if runtime is None:
@@ -304,9 +329,13 @@ def _runtime_record(runtime: RuntimeInput, slice_step: int | None) -> dict[str, 
         record = read_json(runtime)
         if not isinstance(record, dict):
             raise InputError(f"{source}: expected a JSON object, got {type(record).__name__}")
-    clash = sorted(set(record) & {"dataset", "moving", "fixed", *METRIC_KEYS})
+    clash = sorted(set(record) & {"dataset", *METRIC_KEYS})
     if clash:
         raise InputError(f"{source}: holds keys the evaluation computes: {clash}")
+    recorded = (record.pop("moving", None), record.pop("fixed", None))
+    if pair is not None and recorded != (None, None) and recorded != tuple(pair):
+        raise InputError(f"{source}: the field of {recorded[0]} -> {recorded[1]}, not of "
+                         f"{pair[0]} -> {pair[1]}; score it as the pair it registered")
     time_s = record.get("time_s")
     if time_s is not None and not isinstance(time_s, int | float):
         raise InputError(f"{source}: time_s must be a number, got {time_s!r}")

@@ -51,6 +51,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     mode of the file they overwrite, so the result has the usual permissions.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give the path of a file")
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) if suffix is None else suffix
     while True:
@@ -121,7 +123,11 @@ def read_labels(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 
 def checked_image(data: np.ndarray, source: str | os.PathLike) -> np.ndarray:
-    """``data`` as float32 intensities; :class:`InputError` on NaN/Inf or a constant volume."""
+    """``data`` as float32 intensities; :class:`InputError` on complex values, NaN/Inf or a
+    constant volume."""
+    if np.iscomplexobj(data):
+        raise InputError(f"{source}: complex-valued image; give real intensities (e.g. the "
+                         "magnitude)")
     data = np.asarray(data, dtype=np.float32)
     finite = np.isfinite(data)
     if not finite.all():
@@ -132,7 +138,10 @@ def checked_image(data: np.ndarray, source: str | os.PathLike) -> np.ndarray:
 
 
 def checked_labels(data: np.ndarray, source: str | os.PathLike) -> np.ndarray:
-    """``data`` as int32 labels; :class:`InputError` on NaN/Inf, non-integers or an empty map."""
+    """``data`` as int32 labels; :class:`InputError` on complex values, NaN/Inf, non-integers or
+    an empty map."""
+    if np.iscomplexobj(data):
+        raise InputError(f"{source}: complex-valued label map; give integer labels")
     if not np.all(np.isfinite(data)):
         raise InputError(f"{source}: label map holds NaN or Inf values")
     labels = np.rint(data).astype(np.int32)

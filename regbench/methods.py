@@ -20,16 +20,13 @@ import pkgutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from regbench.runtime import describe_device
-
-if TYPE_CHECKING:
-    from regbench.data.dataset import Dataset
-    from regbench.training import TrainConfig
+from regbench.transforms import pad_to_multiple
 
 METHOD_PACKAGES = ("regbench.baselines", "regbench.models")
 METHOD_PATH_ENV = "REGBENCH_METHOD_PATH"
@@ -194,6 +191,8 @@ class LearnedMethod(Method):
         super().__init__(**options)
         self.network: torch.nn.Module | None = None
         self._device = torch.device("cpu")
+        self.checkpoint: dict[str, Any] | None = None
+        """``{"sha256", "step", "steps"}`` of the checkpoint loaded (:meth:`from_checkpoint`)."""
 
     def build_network(self) -> torch.nn.Module:
         raise NotImplementedError
@@ -213,25 +212,42 @@ class LearnedMethod(Method):
             self.network.to(self._device)
         return self
 
-    def fit(self, dataset: Dataset, out_dir: str | os.PathLike, config: TrainConfig) -> Path:
-        """Train on ``dataset``'s training split; returns the final checkpoint's path."""
-        from regbench.training import train
-
-        return train(self, dataset, Path(out_dir), config)
-
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: torch.device | str = "cpu",
-                        **overrides: Any) -> LearnedMethod:
-        """Rebuild a trained method from a checkpoint written by the trainer."""
-        from regbench.training import load_checkpoint
+                        allow_unfinished: bool = False, **overrides: Any) -> LearnedMethod:
+        """Rebuild a trained method from a checkpoint written by the trainer.
+
+        Args:
+            path: ``model.pt`` (or, with ``allow_unfinished``, a ``checkpoint.pt``).
+            device: where the network runs.
+            allow_unfinished: accept a checkpoint of an unfinished training run.
+            overrides: options replacing the checkpoint's.
+
+        Raises:
+            ValueError: the checkpoint is of another method, of an unfinished run (without
+                ``allow_unfinished``), or its weights do not fit the network of these options.
+        """
+        from regbench.training.checkpoint import checkpoint_record, load_checkpoint
 
         state = load_checkpoint(path)
         if state["method"] != cls.name:
             raise ValueError(f"{path}: checkpoint of method {state['method']!r}, not {cls.name!r}")
+        record = checkpoint_record(path, state)
+        if record["step"] < record["steps"] and not allow_unfinished:
+            raise ValueError(f"{path}: checkpoint of step {record['step']} of {record['steps']}, "
+                             "an unfinished training run; give its model.pt, or "
+                             "--allow-unfinished to register with it anyway")
         method = cls(**{**state["options"], **overrides})
         method.network = method.build_network()
-        method.network.load_state_dict(state["network"])
+        try:
+            method.network.load_state_dict(state["network"])
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0]
+            raise ValueError(f"{path}: the checkpoint's weights do not fit the network of "
+                             f"options {method.options} ({first.rstrip(':')}); give the "
+                             "options it was trained with, or none") from None
         method.network.eval()
+        method.checkpoint = record
         return method.to(device)
 
     @torch.no_grad()
@@ -281,14 +297,6 @@ def in_float32(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     displacement field, whose voxel coordinates low precision would round too coarsely."""
     with torch.autocast(x.device.type, enabled=False):
         return module(x.float())
-
-
-def pad_to_multiple(volume: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[slice, ...]]:
-    """Zero-pad ``(B, C, *S)`` at the end of each axis up to a multiple; returns the crop back."""
-    shape = volume.shape[2:]
-    pads = [(-s) % multiple for s in shape]
-    padding = [p for pad in reversed(pads) for p in (0, pad)]
-    return torch.nn.functional.pad(volume, padding), tuple(slice(0, s) for s in shape)
 
 
 def _discover() -> None:

@@ -1,8 +1,10 @@
-"""Names of runs and pairs, and the demo's subjects and split: pure Python, no third-party import.
+"""The suite's vocabulary: names of methods, datasets, conventions, table kinds, runs and pairs,
+and the demo's subjects and split. Pure Python, no third-party import.
 
-The Snakemake workflow builds its DAG from these (and from :mod:`regbench.data.protocol`), so a
-dry run needs neither the prepared data nor the scientific stack: only Snakemake, PyYAML and
-jsonschema. Keep this module free of imports beyond the standard library.
+The workflow and the reports share these, so each name is written once. The Snakemake workflow
+builds its DAG from them (and from :mod:`regbench.data.protocol`), so a dry run needs neither
+the prepared data nor the scientific stack: only Snakemake, PyYAML and jsonschema. Keep this
+module free of imports beyond the standard library.
 
 A *run* is one column of an experiment: a method at one slice step. Its per-pair results live in
 ``results/{dataset}/pairs/{experiment}/{run}/{moving}/{fixed}/``.
@@ -13,6 +15,36 @@ from __future__ import annotations
 import itertools
 import numbers
 from collections.abc import Sequence
+
+CANONICAL_METHODS: tuple[str, ...] = (
+    "identity", "affine", "syn", "voxelmorph", "voxelmorph-diff", "dualprnet-ssf",
+    "dualprnet-dsf", "dualprnet")
+"""Registry names in table/figure order (docs/contracts.md, "Method order")."""
+
+CANONICAL_LABELS: dict[str, str] = {
+    "identity": "Identity",
+    "affine": "Affine",
+    "syn": "SyN",
+    "voxelmorph": "VoxelMorph",
+    "voxelmorph-diff": "VoxelMorph (diffeomorphic)",
+    "dualprnet-ssf": "Single-stream, single field",
+    "dualprnet-dsf": "Dual-stream, single field",
+    "dualprnet": "Dual-PRNet",
+}
+"""Labels of the canonical methods, used when the method registry cannot be imported."""
+
+DATASET_NAMES: dict[str, str] = {"lpba40": "LPBA40", "mindboggle101": "Mindboggle101",
+                                 "demo": "Demo"}
+"""How tables and figures name the datasets (others: as given)."""
+
+CONVENTIONS: tuple[str, ...] = ("faim", "merged")
+"""The region Dice conventions (:mod:`regbench.metrics`), in table order."""
+
+CONVENTION_TITLES: dict[str, str] = {"faim": "FAIM convention", "merged": "merged convention"}
+"""How figures and tables name a convention."""
+
+TABLE_KINDS: tuple[str, ...] = ("main", "ablation", "slice_spacing")
+"""The kinds of tables (``regbench tables --kind``), one per experiment of the paper."""
 
 MIN_SUBJECTS = 4
 """Fewest demo subjects: the test split needs at least 2."""

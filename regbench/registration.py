@@ -3,11 +3,14 @@
 Per pair, in its folder::
 
     field.nii.gz     the method's displacement field, (X, Y, Z, 3) voxel units, pull convention
-    runtime.json     {"method", "time_s", "device", "versions", "options", "slice_step"}
+    runtime.json     {"method", "time_s", "device", "versions", "options", "slice_step",
+                      "moving", "fixed" (subject IDs), "checkpoint" (a learned method's)}
 
 :func:`register_pairs` writes only these two files, for many pairs of a prepared dataset with
 the method set up once (a learned method loads its network once): the workflow's registration
-stage, which the CPU-only ``regbench evaluate`` then scores. :func:`register_pair` and
+stage, which the CPU-only ``regbench evaluate`` then scores. Its folder is one run's
+(:func:`regbench.runs.claim_run`): pairs of another method, options, slice step or checkpoint are
+refused there, or deleted first when asked. :func:`register_pair` and
 :func:`register_files` register one pair and then score it with the suite's evaluation
 (:mod:`regbench.evaluate`: ``warped.nii.gz``, ``warped_labels.nii.gz``, ``metrics.json``).
 
@@ -39,6 +42,7 @@ from regbench.io import (
     write_json,
 )
 from regbench.methods import Method
+from regbench.runs import claim_run
 from regbench.runtime import versions
 
 log = logging.getLogger(__name__)
@@ -99,13 +103,14 @@ def register_pair(method: Method, dataset: Dataset, moving_id: str, fixed_id: st
     for subject in (moving_id, fixed_id):
         dataset.label_map(subject)
     runtime = _register_and_write(method, moving, fixed, dataset.spacing, dataset.affine,
-                                  Path(out_dir), slice_step)
+                                  Path(out_dir), slice_step, (moving_id, fixed_id))
     return evaluate_dataset_pair(dataset, moving_id, fixed_id, runtime.pop("field"), out_dir,
                                  runtime=runtime, slice_step=slice_step)
 
 
 def register_pairs(method: Method, dataset: Dataset, pairs: Sequence[tuple[str, str]],
-                   out_root: str | os.PathLike, slice_step: int = 1) -> list[dict[str, Any]]:
+                   out_root: str | os.PathLike, slice_step: int = 1,
+                   replace_stale: bool = False) -> list[dict[str, Any]]:
     """Register each ``(moving, fixed)`` pair of a prepared dataset, without scoring it.
 
     Writes ``out_root/{moving}/{fixed}/field.nii.gz`` and ``runtime.json`` per pair (and removes
@@ -119,27 +124,36 @@ def register_pairs(method: Method, dataset: Dataset, pairs: Sequence[tuple[str, 
         out_root: the run folder; each pair gets its folder ``{moving}/{fixed}`` below it.
         slice_step: the method sees the moving image thinned by
             :func:`regbench.degrade.thin_slices` (axis 1) when > 1.
+        replace_stale: delete the pairs of another run in ``out_root`` (else they are refused).
 
     Returns:
         The runtime records, in pair order.
 
     Raises:
-        InputError: a subject is not in the dataset (checked before anything is registered).
+        InputError: a subject is not in the dataset, or ``out_root`` holds another run's pairs
+            or another run registers into it (checked before anything is registered).
     """
     for subject in {s for pair in pairs for s in pair}:
         dataset.image_path(subject)
     records = []
-    for index, (moving_id, fixed_id) in enumerate(pairs):
-        moving = _thinned(dataset.image(moving_id), slice_step)
-        fixed = dataset.image(fixed_id)
-        log.info("pair %d of %d: %s -> %s", index + 1, len(pairs), moving_id, fixed_id)
-        with output_lock(Path(out_root) / moving_id / fixed_id) as out_dir:
-            runtime = _register_and_write(method, moving, fixed, dataset.spacing,
-                                          dataset.affine, out_dir, slice_step,
-                                          warm_up=index == 0)
-        runtime.pop("field")
-        records.append(runtime)
+    with claim_run(out_root, run_identity(method, slice_step), replace_stale):
+        for index, (moving_id, fixed_id) in enumerate(pairs):
+            moving = _thinned(dataset.image(moving_id), slice_step)
+            fixed = dataset.image(fixed_id)
+            log.info("pair %d of %d: %s -> %s", index + 1, len(pairs), moving_id, fixed_id)
+            with output_lock(Path(out_root) / moving_id / fixed_id) as out_dir:
+                runtime = _register_and_write(method, moving, fixed, dataset.spacing,
+                                              dataset.affine, out_dir, slice_step,
+                                              (moving_id, fixed_id), warm_up=index == 0)
+            runtime.pop("field")
+            records.append(runtime)
     return records
+
+
+def run_identity(method: Method, slice_step: int) -> dict[str, Any]:
+    """What makes a registration part of a run (:data:`regbench.runs.IDENTITY_KEYS`)."""
+    return {"method": method.name, "options": method.options, "slice_step": slice_step,
+            "checkpoint": getattr(method, "checkpoint", None)}
 
 
 def register_files(method: Method, moving_image: str | os.PathLike,
@@ -189,9 +203,11 @@ def _thinned(moving: np.ndarray, slice_step: int) -> np.ndarray:
 
 def _register_and_write(method: Method, moving: np.ndarray, fixed: np.ndarray,
                         spacing: tuple[float, float, float], affine: np.ndarray, out_dir: Path,
-                        slice_step: int, warm_up: bool = True) -> dict[str, Any]:
+                        slice_step: int, subjects: tuple[str, str] | None = None,
+                        warm_up: bool = True) -> dict[str, Any]:
     """Time the method, write ``field.nii.gz`` and ``runtime.json``; returns the runtime record
-    with the field under ``"field"``."""
+    with the field under ``"field"``. ``subjects``: the pair's ``(moving, fixed)`` IDs, recorded
+    so that the field cannot be scored as another pair."""
     for stale in (RUNTIME_FILE, "metrics.json"):
         (out_dir / stale).unlink(missing_ok=True)
     log.info("registering with %s (%s)", method.name, method.device_description())
@@ -199,6 +215,10 @@ def _register_and_write(method: Method, moving: np.ndarray, fixed: np.ndarray,
     runtime = {"method": method.name, "time_s": seconds,
                "device": method.device_description(), "versions": versions(),
                "options": method.options, "slice_step": slice_step}
+    if subjects is not None:
+        runtime["moving"], runtime["fixed"] = subjects
+    if getattr(method, "checkpoint", None) is not None:
+        runtime["checkpoint"] = method.checkpoint
     write_field(out_dir / FIELD_FILE, field, affine)
     write_json(out_dir / RUNTIME_FILE, runtime)
     log.info("%s: %.3f s", method.name, seconds)

@@ -68,6 +68,27 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+NATIVE_BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+"""CPU flags of native bfloat16 arithmetic (AVX-512 BF16, AMX); without them oneDNN emulates it."""
+
+
+def cpu_flags() -> frozenset[str]:
+    """The flags of this machine's CPU (``/proc/cpuinfo``; empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_computes_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX in its flags)."""
+    return bool(NATIVE_BFLOAT16_FLAGS & cpu_flags())
+
+
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
     for package in TRACKED_PACKAGES:

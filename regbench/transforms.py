@@ -128,3 +128,11 @@ def integrate_velocity(velocity: torch.Tensor, steps: int = 7) -> torch.Tensor:
     for _ in range(steps):
         field = compose(field, field)
     return field
+
+
+def pad_to_multiple(volume: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """Zero-pad ``(B, C, *S)`` at the end of each axis up to a multiple; returns the crop back."""
+    shape = volume.shape[2:]
+    pads = [(-s) % multiple for s in shape]
+    padding = [p for pad in reversed(pads) for p in (0, pad)]
+    return torch.nn.functional.pad(volume, padding), tuple(slice(0, s) for s in shape)

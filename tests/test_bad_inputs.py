@@ -14,6 +14,7 @@ refusal, and the clean-up of what a killed run left behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import json
@@ -23,6 +24,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
+from unittest import mock
 
 import nibabel as nib
 import numpy as np
@@ -272,6 +274,221 @@ def lpba40_voxels_longer_than_header(tmp, dataset, hold):
                   "--subjects", "S01"], tmp / "out")
 
 
+def register_pairs(root: Path, out_root: Path, method: str = "identity", *extra: str,
+                   pair: tuple[str, str] | None = ("demo05", "demo06")) -> list[str]:
+    """``register-pairs`` of one pair (``None``: the pairs ``extra`` chooses)."""
+    chosen = ["--pair", *pair] if pair else []
+    return ["register-pairs", method, "--data", str(root), *chosen, "--out-root", str(out_root),
+            *extra]
+
+
+def another_method_into_a_run(tmp, dataset, hold):
+    """Issue 16: a second method overwrote a pair of the first, and both exited 0."""
+    out = tmp / "run"
+    assert main(register_pairs(dataset.root, out, "identity")) == 0
+    return Setup(register_pairs(dataset.root, out, "affine", pair=("demo06", "demo05")), out)
+
+
+def mixed_run(tmp: Path, dataset: Dataset, keep_record: bool) -> Path:
+    """A run folder of identity holding a pair that affine registered."""
+    out = tmp / "run"
+    assert main(register_pairs(dataset.root, out, "identity")) == 0
+    assert main(register_pairs(dataset.root, tmp / "other", "affine",
+                               pair=("demo06", "demo05"))) == 0
+    shutil.copytree(tmp / "other" / "demo06", out / "demo06")
+    if not keep_record:
+        (out / "run.json").unlink()
+    return out
+
+
+def evaluate_mixed_run(tmp, dataset, hold):
+    out = mixed_run(tmp, dataset, keep_record=True)
+    return Setup(["evaluate-pairs", "--data", str(dataset.root), "--out-root", str(out),
+                  "--test-pairs"], out)
+
+
+def evaluate_mixed_run_without_record(tmp, dataset, hold):
+    out = mixed_run(tmp, dataset, keep_record=False)
+    return Setup(["evaluate-pairs", "--data", str(dataset.root), "--out-root", str(out),
+                  "--test-pairs"], out)
+
+
+def aggregate_mixed_run(tmp, dataset, hold):
+    out, other = tmp / "run", tmp / "other"
+    for folder, method, pair in ((out, "identity", ("demo05", "demo06")),
+                                 (other, "affine", ("demo06", "demo05"))):
+        assert main(register_pairs(dataset.root, folder, method, pair=pair)) == 0
+        assert main(["evaluate-pairs", "--data", str(dataset.root), "--out-root", str(folder),
+                     "--pair", *pair]) == 0
+    shutil.copytree(other / "demo06", out / "demo06")  # scored, then moved into another run
+    return Setup(["aggregate", "--experiment", "main", "--from-dir", str(out), "--out",
+                  str(tmp / "table" / "per_pair.csv")], tmp / "table")
+
+
+def field_of_the_reversed_pair(tmp, dataset, hold):
+    """Issue 16: a field of demo06 -> demo05 scored as demo05 -> demo06 with exit code 0."""
+    out = tmp / "run"
+    assert main(register_pairs(dataset.root, out, "affine", pair=("demo06", "demo05"))) == 0
+    (out / "demo05").mkdir()
+    os.replace(out / "demo06" / "demo05", out / "demo05" / "demo06")
+    return Setup(["evaluate-pairs", "--data", str(dataset.root), "--out-root", str(out),
+                  "--pair", "demo05", "demo06"], out)
+
+
+def unfinished_checkpoint(tmp, dataset, hold):
+    model = tmp / "model"
+    assert main(train_small(dataset.root, model)) == 0
+    assert load_checkpoint(model / "checkpoint.pt")["step"] == 2
+    return Setup(register_dataset(dataset.root, tmp / "out", "dualprnet", "--checkpoint",
+                                  str(model / "checkpoint.pt")),
+                 tmp / "out")
+
+
+def checkpoint_of_another_shape(tmp, dataset, hold):
+    model = tmp / "model"
+    assert main(train_small(dataset.root, model)) == 0
+    return Setup(register_dataset(dataset.root, tmp / "out", "dualprnet", "--checkpoint",
+                                  str(model / "model.pt"), "--option", "levels=1"), tmp / "out")
+
+
+def resume_with_other_threads(tmp, dataset, hold):
+    """Issue 16: a 1-thread run resumed with 2 threads ended 2.7e-3 away from a 1-thread run."""
+    out = tmp / "out"
+    assert main(train_small(dataset.root, out)) == 0
+    (out / "model.pt").unlink()  # a run interrupted after its checkpoint of step 2
+    return Setup([*train_small(dataset.root, out), "--threads", "2"], out)
+
+
+def negative_seed(tmp, dataset, hold):
+    return Setup(train_small(dataset.root, tmp / "out", "--seed", "-1"), tmp / "out")
+
+
+def manifest_case(change: Callable[[dict], None], command: str = "register"
+                  ) -> SetupFunction:
+    """A dataset whose manifest ``change`` broke, used by ``command`` (register or train)."""
+    def setup(tmp, dataset, hold):
+        root = dataset_copy(dataset, tmp, change)
+        if command == "train":
+            return Setup(train_small(root, tmp / "out"), tmp / "out")
+        return Setup(register_dataset(root, tmp / "out"), tmp / "out")
+    return setup
+
+
+def nan_affine(manifest: dict) -> None:
+    manifest["grid"]["affine"][0][0] = float("nan")
+
+
+def region_of_unknown_label(manifest: dict) -> None:
+    next(iter(manifest["regions"].values())).append(9999)
+
+
+def add_test_subjects_to_train(manifest: dict) -> None:
+    manifest["splits"]["train"] += manifest["splits"]["test"]
+
+
+def disk_full(tmp, dataset, hold):
+    def no_space(image, filename):
+        raise OSError(errno.ENOSPC, "No space left on device", str(filename))
+
+    hold.enter_context(mock.patch("nibabel.save", no_space))
+    return Setup(register_dataset(dataset.root, tmp / "out", "identity"), tmp / "out")
+
+
+def train_disk_full(tmp, dataset, hold):
+    def no_space(state, path):  # what torch's writer raises on a full disk
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0")
+
+    hold.enter_context(mock.patch("torch.save", no_space))
+    return Setup(train_small(dataset.root, tmp / "out"), tmp / "out",
+                 frozenset({"loss.csv"}))  # the log of the steps before
+
+
+def demo_data_read_only(tmp, dataset, hold):
+    out = unwritable(tmp)
+    return Setup(["demo-data", "--out", str(out), "--subjects", "4", "--scale", "0.25"], out)
+
+
+def per_pair_table(tmp: Path, dataset: Dataset) -> Path:
+    out = tmp / "run"
+    assert main(register_pairs(dataset.root, out, "identity", "--pair", "demo06", "demo05")
+                ) == 0  # both test pairs
+    assert main(["evaluate-pairs", "--data", str(dataset.root), "--out-root", str(out),
+                 "--test-pairs"]) == 0
+    table = tmp / "per_pair.csv"
+    assert main(["aggregate", "--experiment", "main", "--from-dir", str(out), "--out",
+                 str(table)]) == 0
+    return table
+
+
+def aggregate_read_only(tmp, dataset, hold):
+    out = unwritable(tmp)
+    assert main(register_pairs(dataset.root, tmp / "run", "identity")) == 0
+    assert main(["evaluate-pairs", "--data", str(dataset.root), "--out-root", str(tmp / "run"),
+                 "--pair", "demo05", "demo06"]) == 0
+    return Setup(["aggregate", "--experiment", "main", "--from-dir", str(tmp / "run"), "--out",
+                  str(out / "per_pair.csv")], out)
+
+
+def aggregate_out_is_a_folder(tmp, dataset, hold):
+    assert main(register_pairs(dataset.root, tmp / "run", "identity")) == 0
+    assert main(["evaluate-pairs", "--data", str(dataset.root), "--out-root", str(tmp / "run"),
+                 "--pair", "demo05", "demo06"]) == 0
+    (tmp / "out").mkdir()
+    return Setup(["aggregate", "--experiment", "main", "--from-dir", str(tmp / "run"), "--out",
+                  str(tmp / "out")], tmp / "out")
+
+
+def report_case(command: str, out_is_a_file: bool = False) -> SetupFunction:
+    """``tables`` or ``figures`` into a read-only folder, or into a path that is a file."""
+    def setup(tmp, dataset, hold):
+        table = per_pair_table(tmp, dataset)
+        if out_is_a_file:
+            out = tmp / "out"
+            out.write_text("a file the user keeps")
+        else:
+            out = unwritable(tmp)
+        return Setup([command, "--per-pair", str(table), "--out-dir", str(out)], out)
+    return setup
+
+
+def export_read_only(tmp, dataset, hold):
+    write_field(tmp / "field.nii.gz", np.zeros((3, *dataset.shape), np.float32), dataset.affine)
+    out = unwritable(tmp)
+    return Setup(["export-field", str(tmp / "field.nii.gz"), "--out", str(out / "f.nii.gz")],
+                 out)
+
+
+def same_subject_twice(tmp, dataset, hold):
+    return Setup(register_pairs(dataset.root, tmp / "out", pair=("demo05", "demo05")),
+                 tmp / "out")
+
+
+def keep_volumes_of_an_unscored_pair(tmp, dataset, hold):
+    out = tmp / "run"
+    assert main(register_pairs(dataset.root, out, "identity")) == 0
+    return Setup(["evaluate-pairs", "--data", str(dataset.root), "--out-root", str(out),
+                  "--pair", "demo05", "demo06", "--keep-volumes", "demo06", "demo05"], out)
+
+
+def complex_image(tmp, dataset, hold):
+    moving, moving_labels, fixed, fixed_labels = pair_paths(dataset)
+    image = nib.load(str(moving))
+    data = np.asarray(image.dataobj).astype(np.complex64) * (1 + 1j)
+    nib.save(nib.Nifti1Image(data, image.affine), str(tmp / "complex.nii.gz"))
+    return Setup(["register", "identity", "--moving-image", str(tmp / "complex.nii.gz"),
+                  "--fixed-image", str(fixed), "--out", str(tmp / "out")], tmp / "out")
+
+
+def syn_on_two_voxels(tmp, dataset, hold):
+    rng = np.random.default_rng(0)
+    for name in ("moving", "fixed"):
+        nib.save(nib.Nifti1Image(rng.random((2, 2, 2)).astype(np.float32), np.eye(4)),
+                 str(tmp / f"{name}.nii.gz"))
+    return Setup(["register", "syn", "--moving-image", str(tmp / "moving.nii.gz"),
+                  "--fixed-image", str(tmp / "fixed.nii.gz"), "--out", str(tmp / "out")],
+                 tmp / "out")
+
+
 class Case(NamedTuple):
     setup: SetupFunction
     fragment: str
@@ -304,6 +521,48 @@ CASES = {
                                          "--replace-stale"),
     "lpba40-voxels-longer-than-header": Case(lpba40_voxels_longer_than_header,
                                              "the two files do not belong together"),
+    # issue 16
+    "another-method-into-a-run": Case(another_method_into_a_run,
+                                      "holds a pair of another run ('identity'"),
+    "evaluate-mixed-run": Case(evaluate_mixed_run, "in the run folder of 'identity'"),
+    "evaluate-mixed-run-without-record": Case(evaluate_mixed_run_without_record,
+                                              "a run folder holds one method's pairs"),
+    "aggregate-mixed-run": Case(aggregate_mixed_run, "in the run folder of 'identity'"),
+    "field-of-the-reversed-pair": Case(field_of_the_reversed_pair,
+                                       "the field of demo06 -> demo05, not of demo05 -> demo06"),
+    "unfinished-checkpoint": Case(unfinished_checkpoint, "step 2 of 3, an unfinished training"),
+    "checkpoint-of-another-shape": Case(checkpoint_of_another_shape,
+                                        "weights do not fit the network of options"),
+    "resume-with-other-threads": Case(resume_with_other_threads,
+                                      "threads 1 != 2: a resume with other threads"),
+    "negative-seed": Case(negative_seed, "seed must be >= 0, got -1"),
+    "spacing-contradicts-affine": Case(
+        manifest_case(lambda m: m["grid"].update(spacing_mm=[2.0, 2.0, 2.0])),
+        "grid.spacing_mm [2.0, 2.0, 2.0] contradicts grid.affine"),
+    "nan-in-grid.affine": Case(manifest_case(nan_affine), "grid holds NaN or infinite"),
+    "empty-regions": Case(manifest_case(lambda m: m.update(regions={})), "regions is empty"),
+    "label-key-not-an-integer": Case(
+        manifest_case(lambda m: m["labels"].update(left="Left")),
+        "label key 'left' is not an integer"),
+    "region-of-an-unknown-label": Case(manifest_case(region_of_unknown_label),
+                                       "uses labels that are not under labels: [9999]"),
+    "test-subjects-in-train": Case(manifest_case(add_test_subjects_to_train, "train"),
+                                   "are in splits.train and in splits.test"),
+    "register-disk-full": Case(disk_full, "No space left on device; free some space"),
+    "train-disk-full": Case(train_disk_full, "cannot write the checkpoint"),
+    "demo-data-read-only": Case(demo_data_read_only, "give a writable"),
+    "aggregate-read-only": Case(aggregate_read_only, "give a writable"),
+    "aggregate-out-is-a-folder": Case(aggregate_out_is_a_folder, "is a folder; give the path"),
+    "tables-read-only": Case(report_case("tables"), "give a writable"),
+    "figures-read-only": Case(report_case("figures"), "give a writable"),
+    "tables-out-dir-is-a-file": Case(report_case("tables", out_is_a_file=True),
+                                     "is not a folder"),
+    "export-field-read-only": Case(export_read_only, "give a writable"),
+    "same-subject-twice": Case(same_subject_twice, "a subject registered onto itself"),
+    "keep-volumes-of-an-unscored-pair": Case(keep_volumes_of_an_unscored_pair,
+                                             "not a pair this command scores"),
+    "complex-image": Case(complex_image, "complex-valued image"),
+    "syn-on-two-voxels": Case(syn_on_two_voxels, "ANTs failed on volumes of (2, 2, 2)"),
 }
 
 
@@ -415,3 +674,60 @@ def test_outputs_respect_the_umask(demo_dataset, tmp_path):
         os.umask(previous)
     for path in (tmp_path / "out").iterdir():
         assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+# --- one run per folder, and what a registration records (issue 16) ------------------------
+
+
+def test_runtime_records_the_pair_and_the_checkpoint(demo_dataset, tmp_path):
+    model = tmp_path / "model"
+    assert main(train_small(demo_dataset.root, model)) == 0
+    for name, extra, step in (("model.pt", [], 3), ("checkpoint.pt", ["--allow-unfinished"], 2)):
+        out = tmp_path / name
+        assert main(register_pairs(demo_dataset.root, out, "dualprnet", "--checkpoint",
+                                   str(model / name), *extra, pair=("demo06", "demo05"))) == 0
+        runtime = json.loads((out / "demo06" / "demo05" / "runtime.json").read_text())
+        assert (runtime["moving"], runtime["fixed"]) == ("demo06", "demo05")
+        digest = hashlib.sha256((model / name).read_bytes()).hexdigest()
+        assert runtime["checkpoint"] == {"sha256": digest, "step": step, "steps": 3}
+        assert json.loads((out / "run.json").read_text())["checkpoint"]["sha256"] == digest
+        assert main(["evaluate-pairs", "--data", str(demo_dataset.root), "--out-root", str(out),
+                     "--pair", "demo06", "demo05"]) == 0
+        metrics = json.loads((out / "demo06" / "demo05" / "metrics.json").read_text())
+        assert metrics["checkpoint"]["step"] == step and metrics["moving"] == "demo06"
+
+
+def test_replace_stale_deletes_the_pairs_of_the_other_run(demo_dataset, tmp_path):
+    out = tmp_path / "run"
+    assert main(register_pairs(demo_dataset.root, out, "identity", "--test-pairs",
+                               pair=None)) == 0
+    assert (out / "demo06" / "demo05" / "field.nii.gz").is_file()
+    assert main(register_pairs(demo_dataset.root, out, "affine", "--replace-stale")) == 0
+    assert not (out / "demo06").exists()  # identity's other pair is gone
+    assert json.loads((out / "demo05" / "demo06" / "runtime.json").read_text())["method"] == \
+        "affine"
+    assert json.loads((out / "run.json").read_text())["method"] == "affine"
+
+
+def test_processes_of_one_run_share_its_folder_and_refuse_another(demo_dataset, tmp_path,
+                                                                 capsys):
+    from regbench.runs import claim_run
+
+    out = tmp_path / "run"
+    identity = {"method": "identity", "options": {}, "slice_step": 1, "checkpoint": None}
+    with claim_run(out, identity):  # another job of the same run is registering its pair
+        assert main(register_pairs(demo_dataset.root, out, "identity")) == 0
+        code, err = run_cli(register_pairs(demo_dataset.root, tmp_path / "run", "affine",
+                                           "--replace-stale", pair=("demo06", "demo05")),
+                            capsys)
+    assert code == 2 and "another regbench process is registering another method" in err, err
+    assert main(register_pairs(demo_dataset.root, out, "affine", "--replace-stale")) == 0
+
+
+def test_ctrl_c_in_register_says_interrupted(demo_dataset, tmp_path, capsys, monkeypatch):
+    def ctrl_c(self, *args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(get_method("identity"), "register", ctrl_c)
+    code, err = run_cli(register_dataset(demo_dataset.root, tmp_path / "out"), capsys)
+    assert code == 130 and err.strip().splitlines()[-1] == "regbench: interrupted", err

@@ -19,8 +19,8 @@ from scipy import ndimage
 from regbench import metrics
 from regbench.baselines.ants import dense_field, to_ants
 from regbench.baselines.voxelmorph import VM2_PARAMETERS, VoxelMorphNetwork
-from regbench.methods import get_method, pad_to_multiple
-from regbench.transforms import identity_grid, warp, warp_labels
+from regbench.methods import get_method
+from regbench.transforms import identity_grid, pad_to_multiple, warp, warp_labels
 
 torch.set_num_threads(1)
 

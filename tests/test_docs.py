@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from markdown_tables import flat, section, table
 
-from regbench import io
+from regbench import io, runs
 from regbench.data.dataset import make_manifest
 from regbench.evaluate import RECORD_KEYS, RUNTIME_KEYS
 from regbench.reports.aggregate import BASE_COLUMNS, PAIR_KEY, REGION_GROUPS
@@ -50,7 +50,8 @@ def test_field_format(contracts_md):
 
 def test_runtime_and_metrics_keys(contracts_md):
     runtime = keys(table(contracts_md, "#### `runtime.json`"), "Key")
-    assert set(runtime) == {*RUNTIME_KEYS, "label"}
+    assert set(runtime) == {*RUNTIME_KEYS, "label", "moving", "fixed", "checkpoint"}
+    assert {"method", "options", "slice_step", "checkpoint"} == set(runs.IDENTITY_KEYS)
     assert keys(table(contracts_md, "#### `metrics.json`"), "Key") == list(RECORD_KEYS)
 
 

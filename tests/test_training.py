@@ -6,11 +6,13 @@ import csv
 import itertools
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from regbench import runtime
 from regbench.degrade import thin_slices
 from regbench.io import InputError
 from regbench.methods import get_method
@@ -18,8 +20,10 @@ from regbench.training import (
     PairSampler,
     TrainConfig,
     TrainingVolumes,
+    autocast_dtype,
     learning_rate,
     load_checkpoint,
+    precision_name,
     train,
     validation_pairs,
 )
@@ -224,3 +228,34 @@ def test_validation_pairs_never_share_a_subject_with_the_test_split(demo_dataset
     pairs = validation_pairs(dataset, 10)
     assert sorted(pairs) == sorted(itertools.permutations(dataset.val, 2))
     assert not {s for pair in pairs for s in pair} & set(dataset.test)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ({"avx512f", "avx512_bf16"}, torch.bfloat16),  # Cooper Lake, Sapphire Rapids, Zen 4
+    ({"avx512f", "amx_bf16", "amx_tile"}, torch.bfloat16),
+    ({"avx512f", "avx512_vnni"}, None),  # Skylake to Ice Lake: oneDNN would emulate bfloat16
+    ({"avx2", "fma"}, None),
+])
+def test_cpu_mixed_precision_only_where_bfloat16_is_native(flags, expected, monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset(flags))
+    assert autocast_dtype(True, torch.device("cpu")) == expected
+    assert autocast_dtype(False, torch.device("cpu")) is None
+    assert precision_name(autocast_dtype(True, torch.device("cpu"))) == (
+        "bfloat16" if expected else "float32")
+
+
+def test_cuda_mixed_precision_is_float16():
+    assert autocast_dtype(True, torch.device("cuda")) == torch.float16
+    assert autocast_dtype(False, torch.device("cuda")) is None
+
+
+def test_cpu_flags_are_read_from_cpuinfo():
+    flags = runtime.cpu_flags()
+    assert "fpu" in flags or not Path("/proc/cpuinfo").exists()
+
+
+def test_train_json_records_the_precision_that_ran(demo_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2"}))
+    config = replace(CONFIG, steps=1, checkpoint_every=1, amp=True)
+    train(small_voxelmorph(), demo_dataset, tmp_path, config)
+    assert json.loads((tmp_path / "train.json").read_text())["precision"] == "float32"

@@ -155,7 +155,31 @@ def test_paper_commands_use_the_gpu_ddp_and_slice_thinning(tmp_path):
             "Shell command: torchrun --standalone --nproc_per_node 4 -m regbench.cli train")
         assert f"--out results/lpba40/models/{model} " in train
         assert "--batch-size 4" in train and "--device cuda" in train
+        assert "--no-amp" in train  # the official code trains in float32
         assert ("--slice-step 8" in train) == (model != "dualprnet")
+
+
+def test_the_order_of_option_keys_changes_no_command(tmp_path):
+    """Issue 16: Snakemake retrained ("Params have changed") when only the YAML order of a
+    method's options changed."""
+    commands = []
+    for name, options in (("a.yaml", {"levels": 3, "decoder_channels": 8}),
+                          ("b.yaml", {"decoder_channels": 8, "levels": 3})):
+        changed = overlay(tmp_path, name, {"methods": {"dualprnet": {"options": options}}})
+        out = snakemake("results/demo/models/dualprnet/model.pt", "-n", "-p", "--forceall",
+                        "--configfile", str(ROOT / "config.yaml"), changed).stdout
+        commands.append([line.strip() for line in out.splitlines()
+                         if " train dualprnet " in line])
+    assert commands[0] and commands[0] == commands[1], commands
+    assert "--option decoder_channels=8 --option levels=3" in commands[0][0]
+
+
+def test_external_rule_quotes_its_paths():
+    """Issue 16: the example external rule broke in a checkout whose path has a space."""
+    text = (ROOT / EXTERNAL_RULE_FILE).read_text()
+    shell = text[text.index("shell:"):]
+    placeholders = re.findall(r"\{((?:params|input|output)\.[a-z_]+(?::q)?)\}", shell)
+    assert placeholders and all(p.endswith(":q") for p in placeholders), placeholders
 
 
 def test_python_m_regbench_cli_runs_the_cli():
@@ -183,10 +207,12 @@ def without_raw(config: dict) -> None:
     (lambda c: c["train"].update(stpes=10), "stpes"),
     (without_raw, "raw"),
     (lambda c: c["experiments"]["main"]["methods"].append("nonesuch"), "nonesuch"),
+    (lambda c: c["methods"].update(nonesuch={"learned": False}), "not a regbench method"),
     (lambda c: c["experiments"].update(pairs={"methods": ["affine"]}), "reserved"),
     (lambda c: c.update(figures={"moving": "S01", "fixed": "S02"}), "not a test pair"),
     (lambda c: c["datasets"]["lpba40"].update(subjects=["S01", "S31"]), "fewer than 2 test"),
-], ids=["unknown-key", "missing-raw", "unknown-method", "reserved-name", "figure-pair",
+], ids=["unknown-key", "missing-raw", "unknown-method", "method-not-registered",
+        "reserved-name", "figure-pair",
         "one-test-subject"])
 def test_bad_configuration_is_refused_with_a_message(change, message, tmp_path):
     config = yaml.safe_load(PAPER.read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import signal
@@ -42,9 +43,30 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"regbench: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk, a read-only place: the environment, not a bug
+        print(f"regbench: error: {os_problem(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as err:  # Ctrl-C; training says where it stopped (TrainingInterrupted)
-        print(f"regbench: {err or 'interrupted'}", file=sys.stderr)
+        print(f"regbench: {str(err) or 'interrupted'}", file=sys.stderr)
         return 128 + getattr(err, "signum", signal.SIGINT)
+
+
+def os_problem(err: OSError) -> str:
+    """One line for an operating-system error: the file, what went wrong, what to do."""
+    where = err.filename if err.filename is not None else "a file"
+    what = err.strerror or str(err)
+    remedies = {
+        errno.ENOSPC: "free some space, or give an output folder on another disk",
+        errno.EDQUOT: "free some space, or give an output folder on another disk",
+        errno.EACCES: "give a writable place",
+        errno.EPERM: "give a writable place",
+        errno.EROFS: "give a writable place",
+        errno.EEXIST: "it exists and is not a folder; give another path",
+        errno.ENOTDIR: "a part of the path is a file, not a folder; give another path",
+        errno.EISDIR: "it is a folder; give the path of a file",
+    }
+    remedy = remedies.get(err.errno)
+    return f"{where}: {what}" + (f"; {remedy}" if remedy else "")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,10 @@ def chosen_pairs(parser: argparse.ArgumentParser, args: argparse.Namespace,
     pairs = ordered_pairs(dataset.test) if args.test_pairs else [tuple(p) for p in args.pair]
     if not pairs:
         parser.error(f"{args.data}: the test split has fewer than 2 subjects: no pairs")
+    for moving, fixed in pairs:
+        if moving == fixed:
+            parser.error(f"--pair {moving} {fixed}: a subject registered onto itself; give two "
+                         "subjects")
     for subject in {s for pair in pairs for s in pair}:
         dataset.image_path(subject)
     return pairs

@@ -103,5 +103,8 @@ def run_pairs(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     dataset = Dataset.load(args.data)
     pairs = chosen_pairs(parser, args, dataset)
+    unscored = sorted({tuple(p) for p in args.keep_volumes} - set(pairs))
+    if unscored:
+        parser.error(f"--keep-volumes {' '.join(unscored[0])}: not a pair this command scores")
     evaluate_pairs(dataset, pairs, args.out_root, {tuple(p) for p in args.keep_volumes})
     return 0

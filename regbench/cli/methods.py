@@ -10,27 +10,9 @@ import logging
 from typing import Any
 
 from regbench.cli.arguments import add_dataset_pair, add_pair_choice, chosen_pairs
+from regbench.training.config import add_flags
 
 log = logging.getLogger(__name__)
-
-TRAIN_FLAGS = {  # TrainConfig field -> (flag, type, help)
-    "steps": ("--steps", int, "optimizer steps"),
-    "batch_size": ("--batch-size", int, "pairs per step, over all processes (global batch)"),
-    "lr": ("--lr", float, "learning rate after warm-up (Adam)"),
-    "seed": ("--seed", int, "random seed (network, pairs, jitter)"),
-    "warmup_steps": ("--warmup-steps", int, "steps of linear learning-rate warm-up"),
-    "checkpoint_every": ("--checkpoint-every", int, "steps between checkpoints"),
-    "crop_jitter": ("--crop-jitter", int, "random joint shift of each pair, +-N voxels per axis"),
-    "moving_slice_step": ("--slice-step", int, "train on moving images keeping every N-th "
-                                               "slice along axis 1 (regbench.degrade)"),
-    "validate_every": ("--validate-every", int, "steps between validations (0: none); the "
-                                                "validation Dice goes to OUT/validation.csv"),
-    "validation_pairs": ("--validation-pairs", int, "ordered validation pairs (of the val split, "
-                                                    "else the training split)"),
-    "device": ("--device", str, "auto (CUDA when present), cpu, cuda, cuda:1, ..."),
-    "threads": ("--threads", int, "CPU threads per process"),
-}
-
 
 def add_commands(subparsers) -> None:
     """Add the ``methods``, ``train``, ``register`` and ``register-pairs`` sub-commands."""
@@ -48,14 +30,11 @@ def add_commands(subparsers) -> None:
                     "OUT/loss.csv and OUT/train.json. Ctrl-C writes a checkpoint of the "
                     "current step and exits with 130. A run of other settings or data in OUT "
                     "is refused (see --replace-stale). Under torchrun, trains data-parallel. "
-                    "Defaults: regbench.training.TrainConfig.")
+                    "Every setting: regbench.training.config.SETTINGS.")
     train.add_argument("method", metavar="METHOD", help="registry name (see `regbench methods`)")
     train.add_argument("--data", required=True, help="prepared dataset folder")
     train.add_argument("--out", required=True, help="output folder")
-    for flag, kind, text in TRAIN_FLAGS.values():
-        train.add_argument(flag, type=kind, default=None, help=text)
-    train.add_argument("--no-amp", action="store_true",
-                       help="no mixed precision on CUDA (never used on the CPU)")
+    add_flags(train)
     train.add_argument("--replace-stale", action="store_true",
                        help="when OUT holds a model or checkpoint of another method, options, "
                             "config or data, move it into OUT/stale/ and train afresh (the "
@@ -101,6 +80,10 @@ def add_commands(subparsers) -> None:
     pairs.add_argument("--out-root", required=True,
                        help="run folder; each pair's files go to OUT_ROOT/MOVING/FIXED/")
     add_pair_choice(pairs)
+    pairs.add_argument("--replace-stale", action="store_true",
+                       help="when OUT_ROOT holds pairs of another method, options, slice step or "
+                            "checkpoint, delete them and register afresh (the workflow does; "
+                            "without it such a folder is refused)")
     _add_method_setup(pairs)
     pairs.set_defaults(func=run_register_pairs, parser=pairs)
 
@@ -108,6 +91,9 @@ def add_commands(subparsers) -> None:
 def _add_method_setup(parser: argparse.ArgumentParser) -> None:
     """What sets up a method for registration: checkpoint, slice step, device, threads, options."""
     parser.add_argument("--checkpoint", help="model.pt of a learned method (required for one)")
+    parser.add_argument("--allow-unfinished", action="store_true",
+                        help="accept a checkpoint.pt of an unfinished training run (recorded "
+                             "with its step in runtime.json)")
     parser.add_argument("--slice-step", type=int, default=1,
                         help="register the moving image keeping every N-th slice along axis 1 "
                              "(default: 1, the whole image)")
@@ -164,19 +150,16 @@ def run_methods(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from regbench.data.dataset import Dataset
     from regbench.runtime import pick_device
-    from regbench.training import TrainConfig, train
+    from regbench.training.config import TrainConfig, given_flags
+    from regbench.training.loop import train
 
     parser: argparse.ArgumentParser = args.parser
     cls = _method_class(parser, args.method)
     if not cls.learned:
         parser.error(f"method {args.method!r} is not learned: nothing to train")
     method = _construct(parser, cls, parse_options(parser, args.option))
-    given = {name: getattr(args, flag.lstrip("-").replace("-", "_"))
-             for name, (flag, _, _) in TRAIN_FLAGS.items()}
-    if args.no_amp:
-        given["amp"] = False
     try:
-        config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
+        config = TrainConfig(**given_flags(args))
     except ValueError as err:
         parser.error(str(err))
     pick_device(config.device)  # before any work: a missing GPU is an error of one line
@@ -226,7 +209,8 @@ def run_register_pairs(args: argparse.Namespace) -> int:
     dataset = Dataset.load(args.data)
     pairs = chosen_pairs(parser, args, dataset)
     method = _set_up_method(parser, args)
-    register_pairs(method, dataset, pairs, args.out_root, slice_step=args.slice_step)
+    register_pairs(method, dataset, pairs, args.out_root, slice_step=args.slice_step,
+                   replace_stale=args.replace_stale)
     return 0
 
 
@@ -250,10 +234,11 @@ def _set_up_method(parser: argparse.ArgumentParser, args: argparse.Namespace):
         if args.checkpoint is None:
             parser.error(f"method {args.method!r} is learned: give --checkpoint (its model.pt)")
         try:
-            return cls.from_checkpoint(args.checkpoint, device, **options)
+            return cls.from_checkpoint(args.checkpoint, device,
+                                       allow_unfinished=args.allow_unfinished, **options)
         except ValueError as err:
             raise InputError(str(err)) from None
-    if args.checkpoint is not None:
+    if args.checkpoint is not None or args.allow_unfinished:
         parser.error(f"method {args.method!r} is not learned: it takes no --checkpoint")
     return _construct(parser, cls, options)
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import pandas as pd
 
 from regbench.io import InputError
+from regbench.naming import CONVENTIONS, TABLE_KINDS
 
 log = logging.getLogger(__name__)
 
-CONVENTION_CHOICES = ("faim", "merged", "both")
+CONVENTION_CHOICES = (*CONVENTIONS, "both")
 
 
 def add_commands(subparsers) -> None:
@@ -43,7 +44,7 @@ def add_commands(subparsers) -> None:
                     "slice_spacing.* + slice_spacing_stats.csv (columns per dataset and "
                     "convention).")
     _per_pair_arguments(parser)
-    parser.add_argument("--kind", choices=("main", "ablation", "slice_spacing"), default="main")
+    parser.add_argument("--kind", choices=TABLE_KINDS, default=TABLE_KINDS[0])
     parser.add_argument("--convention", choices=CONVENTION_CHOICES, default="both",
                         help="region Dice convention(s) (default both)")
     parser.set_defaults(func=run_tables)
@@ -106,7 +107,7 @@ def _pair_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _conventions(choice: str) -> tuple[str, ...]:
-    return ("faim", "merged") if choice == "both" else (choice,)
+    return CONVENTIONS if choice == "both" else (choice,)
 
 
 def _load_per_pair(args: argparse.Namespace) -> pd.DataFrame:

@@ -239,4 +239,41 @@ def _manifest_problem(manifest: Any) -> str | None:
     if shape.shape != (3,) or spacing.shape != (3,) or affine.shape != (4, 4):
         return ("manifest entry grid needs shape (3 sizes), spacing_mm (3 numbers) and affine "
                 "(4x4)")
+    if not (np.all(np.isfinite(affine)) and np.all(np.isfinite(spacing))):
+        return "manifest entry grid holds NaN or infinite numbers"
+    # HD95 is in the manifest's millimetres: they must be the affine's (the images' own).
+    if not np.allclose(spacing, voxel_spacing(affine), rtol=1e-4, atol=1e-6):
+        return (f"grid.spacing_mm {spacing.tolist()} contradicts grid.affine, whose voxels are "
+                f"{np.round(voxel_spacing(affine), 6).tolist()} mm")
+    return _labels_problem(manifest) or _splits_problem(manifest)
+
+
+def _labels_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the manifest's labels and regions, or ``None``."""
+    for key in manifest["labels"]:
+        try:
+            int(key)
+        except ValueError:
+            return f"manifest label key {key!r} is not an integer label ID"
+    if not manifest["regions"]:
+        return "manifest entry regions is empty: there would be nothing to score"
+    labels = {int(key) for key in manifest["labels"]}
+    for region, members in manifest["regions"].items():
+        if not isinstance(members, list) or not members:
+            return f"region {region!r} must list one label ID or more"
+        if any(isinstance(m, bool) or not isinstance(m, int) for m in members):
+            return f"region {region!r} holds members that are not integer label IDs: {members}"
+        unknown = sorted(set(members) - labels)
+        if unknown:
+            return f"region {region!r} uses labels that are not under labels: {unknown}"
+    return None
+
+
+def _splits_problem(manifest: dict[str, Any]) -> str | None:
+    """Subjects of a training or validation split that are also test subjects, or ``None``."""
+    test = set(manifest["splits"]["test"])
+    for split, subjects in manifest["splits"].items():
+        overlap = sorted(test & set(subjects)) if split != "test" else []
+        if overlap:
+            return f"subjects {overlap} are in splits.{split} and in splits.test"
     return None

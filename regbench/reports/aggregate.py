@@ -20,6 +20,7 @@ import pandas as pd
 
 from regbench.io import InputError, atomic_path, read_json
 from regbench.reports.style import CANONICAL_LABELS, method_rank
+from regbench.runs import check_run
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,8 @@ def _row(path: Path, experiment: str, dataset: str | None,
     if not isinstance(method, str) or not method:
         raise InputError(f"{path}: no method name (\"method\": {method!r}); the method's "
                          "runtime.json must name it")
+    if len(path.parents) > 2:  # RUN/MOVING/FIXED/metrics.json: one run's pair
+        check_run(record, path.parents[2], path)
     if dataset is not None and record.get("dataset") not in (None, dataset):
         raise InputError(f"{path}: record of dataset {record['dataset']!r}, not {dataset!r}")
     step = record.get("slice_step", 1)

@@ -31,6 +31,7 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from regbench.io import atomic_path
+from regbench.naming import CONVENTION_TITLES
 from regbench.reports.aggregate import regions
 from regbench.reports.style import (
     DATASET_NAMES,
@@ -48,7 +49,6 @@ matplotlib.use("Agg")  # reports render headless (workflow jobs, CI)
 log = logging.getLogger(__name__)
 
 DPI = 200
-CONVENTION_TITLES = {"faim": "FAIM convention", "merged": "merged convention"}
 
 
 def save_figure(figure: Figure, out_stem: str | os.PathLike) -> list[Path]:

@@ -19,9 +19,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from regbench.io import InputError
-from regbench.reports.figures import CONVENTION_TITLES, save_figure
+from regbench.naming import CONVENTION_TITLES
+from regbench.reports.figures import save_figure
 from regbench.reports.style import run_colors
-from regbench.training import LOSS_LOG, VALIDATION_LOG
+from regbench.training.logs import LOSS_LOG, VALIDATION_LOG
 
 SMOOTHING = 0.05
 """Running-mean window of the loss curve, as a fraction of the steps (at least 1 step)."""

@@ -17,7 +17,7 @@ from regbench.transforms import resize_field
 def load_learned(checkpoint: str | os.PathLike,
                  device: torch.device | str = "cpu") -> LearnedMethod:
     """The trained method of a checkpoint written by the trainer (its method name inside)."""
-    from regbench.training import load_checkpoint  # the trainer is only needed here
+    from regbench.training.checkpoint import load_checkpoint  # the trainer is only needed here
 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():

@@ -1,4 +1,5 @@
-"""One place for how methods look in every table and figure: their order, names and colours.
+"""One place for how methods look in every table and figure: their order and colours (their
+names: :mod:`regbench.naming`).
 
 A *run* is one column of an experiment: a method at one slice step (the workflow's run folder
 ``{method}`` or ``{method}-slice{step}``). Runs are ordered by the canonical method order of
@@ -13,28 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from regbench.naming import run_name
-
-CANONICAL_METHODS: tuple[str, ...] = (
-    "identity", "affine", "syn", "voxelmorph", "voxelmorph-diff", "dualprnet-ssf",
-    "dualprnet-dsf", "dualprnet")
-"""Registry names in table/figure order (docs/contracts.md, "Method order")."""
-
-CANONICAL_LABELS: dict[str, str] = {
-    "identity": "Identity",
-    "affine": "Affine",
-    "syn": "SyN",
-    "voxelmorph": "VoxelMorph",
-    "voxelmorph-diff": "VoxelMorph (diffeomorphic)",
-    "dualprnet-ssf": "Single-stream, single field",
-    "dualprnet-dsf": "Dual-stream, single field",
-    "dualprnet": "Dual-PRNet",
-}
-"""Labels of the canonical methods, used when the method registry cannot be imported."""
-
-DATASET_NAMES: dict[str, str] = {"lpba40": "LPBA40", "mindboggle101": "Mindboggle101",
-                                 "demo": "Demo"}
-"""How tables and figures name the datasets (others: as given)."""
+from regbench.naming import (  # noqa: F401 (the reports' names, from the one vocabulary)
+    CANONICAL_LABELS,
+    CANONICAL_METHODS,
+    DATASET_NAMES,
+    run_name,
+)
 
 REFERENCE_METHOD = "dualprnet"
 """The method every other one is tested against."""

@@ -28,6 +28,7 @@ sys.path.insert(0, workflow.basedir)  # this checkout's regbench, installed or n
 from regbench import naming
 from regbench.data import protocol
 from regbench.reports import style
+from regbench.training import config as train_config
 
 DATASETS = list(config["datasets"])
 METHODS = config["methods"]
@@ -78,6 +79,15 @@ def _check_config():
             if dataset not in DATASETS:
                 raise WorkflowError(f"config: experiment {name!r} names dataset {dataset!r}, "
                                     f"which is not under `datasets` ({', '.join(DATASETS)})")
+    unknown = [name for name in INTERNAL if name not in naming.CANONICAL_METHODS]
+    if unknown:
+        available = _registered_methods()
+        for name in unknown:
+            if available is not None and name not in available:
+                raise WorkflowError(
+                    f"config: method {name!r} under `methods` is not a regbench method "
+                    f"({', '.join(available)}); add its file to baselines/, models/ or a folder "
+                    "of REGBENCH_METHOD_PATH, or give it a rule_file")
     for name in EXTERNAL:
         if METHODS[name]["learned"]:
             raise WorkflowError(f"config: external method {name!r} cannot be `learned`; its "
@@ -99,6 +109,16 @@ def _check_config():
         pair = figure_pair(dataset)
         if pair not in test_pairs(dataset):
             raise WorkflowError(f"config: figures pair {pair} is not a test pair of {dataset}")
+
+
+def _registered_methods():
+    """The method registry's names, or None where it cannot be imported (Snakemake's own
+    environment need not hold PyTorch: the rules' environment then finds an unknown method)."""
+    try:
+        from regbench.methods import available_methods
+    except ImportError:
+        return None
+    return list(available_methods())
 
 
 # --- datasets and pairs ---------------------------------------------------------------------
@@ -236,9 +256,10 @@ def model_label(model):
 
 
 def option_args(options):
-    """--option KEY=VALUE arguments; values as JSON, which the CLI reads as YAML."""
-    return [f"--option {shlex.quote(f'{key}={json.dumps(value)}')}"
-            for key, value in options.items()]
+    """--option KEY=VALUE arguments, sorted by key (the YAML order of a method's options must not
+    change a job's params, or Snakemake reruns it); values as JSON, which the CLI reads as YAML."""
+    return [f"--option {shlex.quote(f'{key}={json.dumps(value, sort_keys=True)}')}"
+            for key, value in sorted(options.items())]
 
 
 def train_settings(wildcards):
@@ -275,19 +296,19 @@ def train_launcher(wildcards):
     return "regbench"
 
 
+TRAIN_FLAG_SETTINGS = ("steps", "batch_size", "lr", "seed", "warmup_steps", "checkpoint_every",
+                      "crop_jitter", "validate_every", "validation_pairs", "device", "amp")
+"""The train settings of the configuration that `regbench train` takes as flags (threads comes
+from the job's threads, the slice step from the model's name)."""
+
+
 def train_args(wildcards):
     method, step = model_method(wildcards.model)
     s = train_settings(wildcards)
-    args = [f"--steps {s['steps']}", f"--batch-size {s['batch_size']}", f"--lr {s['lr']}",
-            f"--seed {s['seed']}", f"--warmup-steps {s['warmup_steps']}",
-            f"--checkpoint-every {s['checkpoint_every']}", f"--crop-jitter {s['crop_jitter']}",
-            f"--validate-every {s['validate_every']}",
-            f"--validation-pairs {s['validation_pairs']}", f"--device {s['device']}"]
+    values = {name: s[name] for name in TRAIN_FLAG_SETTINGS}
     if step > 1:
-        args.append(f"--slice-step {step}")
-    if not s["amp"]:
-        args.append("--no-amp")
-    return " ".join(args + option_args(METHODS[method]["options"]))
+        values["moving_slice_step"] = step
+    return " ".join(train_config.command_line(values) + option_args(METHODS[method]["options"]))
 
 
 def scaled(amount):
@@ -350,15 +371,15 @@ def volume_args(dataset):
 
 # --- report ---------------------------------------------------------------------------------
 
-CONVENTIONS = ["faim", "merged"]
+CONVENTIONS = list(naming.CONVENTIONS)
 """Region Dice conventions of the tables and figures (docs/protocol.md)."""
-TABLE_KINDS = ("main", "ablation", "slice_spacing")
+TABLE_KINDS = naming.TABLE_KINDS
 """Experiments with a table of their own (`regbench tables --kind`)."""
 
 
 def run_label(run):
     """How Fig. 3 names a run: the configured label, else the canonical one, else the name."""
-    label = METHODS[run.method].get("label") or style.CANONICAL_LABELS.get(run.method, run.method)
+    label = METHODS[run.method].get("label") or naming.CANONICAL_LABELS.get(run.method, run.method)
     return style.run_label(label, run.slice_step)
 
 

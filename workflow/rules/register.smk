@@ -2,7 +2,8 @@
 #
 # Every registration job writes field.nii.gz and runtime.json into the pair's folder
 # results/{dataset}/pairs/{experiment}/{run}/{moving}/{fixed}/ (`regbench register-pairs`: the
-# method's own timing of each pair); `evaluate_{dataset}` then scores every pair of a run in one
+# method's own timing of each pair; --replace-stale deletes the pairs of a run of other options
+# or another checkpoint that the folder held, as Snakemake reruns it after a change); `evaluate_{dataset}` then scores every pair of a run in one
 # CPU job (`regbench evaluate-pairs`), the same way for every method, external ones included
 # (metrics.json, and warped.nii.gz and warped_labels.nii.gz where volumes are kept).
 # - `register`: a method that is not learned, one job per pair (CPU; grouped on a cluster).
@@ -46,8 +47,8 @@ rule register:
         "../envs/regbench.yaml"
     shell:
         "regbench register-pairs {params.method} --data {params.data} "
-        "--pair {wildcards.moving} {wildcards.fixed} --out-root {params.out_root} "
-        "{params.args} > {log} 2>&1"
+        "--pair {wildcards.moving} {wildcards.fixed} --out-root {params.out_root:q} "
+        "--replace-stale {params.args} > {log} 2>&1"
 
 
 use rule register as register_figure_pair with:
@@ -104,7 +105,8 @@ for dataset in DATASETS:
                 "../envs/regbench.yaml"
             shell:
                 "regbench register-pairs {params.method} --data {params.data} --test-pairs "
-                "--out-root {params.out_root} {params.checkpoint} {params.args} > {log} 2>&1"
+                "--out-root {params.out_root:q} --replace-stale {params.checkpoint} {params.args} "
+                "> {log} 2>&1"
 
 
 for dataset in DATASETS:

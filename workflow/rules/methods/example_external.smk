@@ -44,5 +44,5 @@ rule example_identity:
     conda:
         "../../envs/regbench.yaml"
     shell:
-        "python {params.tool} {params.fixed_image} {output.field} {output.runtime} "
+        "python {params.tool:q} {params.fixed_image:q} {output.field:q} {output.runtime:q} "
         "--method example-identity --label {params.label:q} > {log} 2>&1"

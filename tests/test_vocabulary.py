@@ -1,0 +1,34 @@
+"""One vocabulary: the names of methods, datasets, conventions and table kinds are written in
+:mod:`regbench.naming` alone; the workflow and the reports take them from there."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from regbench import naming
+from regbench.methods import available_methods
+from regbench.reports import tables
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_canonical_methods_are_registered_with_their_labels():
+    methods = available_methods()
+    for name in naming.CANONICAL_METHODS:
+        assert methods[name].label == naming.CANONICAL_LABELS[name], name
+
+
+def test_the_report_tables_use_the_vocabulary():
+    assert tuple(tables.KINDS) == naming.TABLE_KINDS
+    assert tuple(tables.CONVENTIONS) == naming.CONVENTIONS
+    assert set(tables.DATASET_TITLES) == set(naming.DATASET_NAMES)
+
+
+def test_the_workflow_writes_no_name_of_its_own():
+    """No literal list of conventions, table kinds or canonical methods in the rules."""
+    words = [*naming.CONVENTIONS, *naming.TABLE_KINDS[1:], *naming.CANONICAL_METHODS[1:]]
+    for path in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
+        code = "\n".join(line.split("#")[0] for line in path.read_text().splitlines())
+        for word in words:
+            assert not re.search(rf"[\"']{re.escape(word)}[\"']", code), (path.name, word)
