@@ -259,3 +259,27 @@ def test_train_json_records_the_precision_that_ran(demo_dataset, tmp_path, monke
     config = replace(CONFIG, steps=1, checkpoint_every=1, amp=True)
     train(small_voxelmorph(), demo_dataset, tmp_path, config)
     assert json.loads((tmp_path / "train.json").read_text())["precision"] == "float32"
+
+
+def test_flips_are_the_official_random_flip_and_seeded():
+    sampler = PairSampler(4, seed=7)
+    flips = sampler.flips(4000)
+    assert flips == PairSampler(4, seed=7).flips(4000)
+    counts = {axis: flips.count(axis) for axis in (None, 0, 1, 2)}
+    assert sum(counts.values()) == 4000 and min(counts.values()) > 900  # 1/4 each
+
+
+def test_a_flipped_pair_flips_both_images_alike():
+    class Volumes(TrainingVolumes):
+        def __init__(self) -> None:  # two subjects, no dataset
+            self.fixed = torch.arange(2 * 4 * 6 * 8, dtype=torch.float32).reshape(2, 1, 4, 6, 8)
+            self.moving = self.fixed
+
+    volumes, draws = Volumes(), [(0, 1, (0, 0, 0), (0, 0, 0))] * 4
+    moving, fixed = volumes.batch(draws, 0, 1, torch.device("cpu"), [None, 0, 1, 2])
+    for k, axis in enumerate([None, 0, 1, 2]):
+        dims = () if axis is None else (1 + axis,)  # (C, X, Y, Z) of one volume
+        assert torch.equal(moving[k], volumes.fixed[0].flip(dims))
+        assert torch.equal(fixed[k], volumes.fixed[1].flip(dims))
+    unflipped, _ = volumes.batch(draws[:1], 0, 1, torch.device("cpu"))
+    assert torch.equal(unflipped[0], volumes.fixed[0])

@@ -49,7 +49,7 @@ def test_the_schema_repeats_the_defaults_and_ranges():
 def test_each_flag_sets_its_setting(name):
     parser = build_parser()
     kind = setting_type(name)
-    value = {int: 7, float: 0.5, str: "cpu", bool: False}[kind]
+    value = {int: 7, float: 0.5, str: "cpu", bool: not SETTINGS[name].default}[kind]
     argv = ["train", "dualprnet", "--data", "d", "--out", "o"]
     argv += " ".join(command_line({name: value})).split()
     args = parser.parse_args(argv)

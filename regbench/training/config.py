@@ -51,6 +51,9 @@ SETTINGS: dict[str, Setting] = {
                                 flag="--checkpoint-every", run_only=True),
     "crop_jitter": Setting(0, "random shift of each volume of a pair, +-N voxels per axis",
                            minimum=0, flag="--crop-jitter"),
+    "flip": Setting(False, "flip each training pair along one spatial axis or none, drawn "
+                           "uniformly, both images alike (the official code's RandomFlip(axes="
+                           "[0, 1, 2]), commented out there)", flag="--flip"),
     "validate_every": Setting(100, "steps between validations (0: none); the validation Dice "
                                    "goes to OUT/validation.csv", minimum=0,
                               flag="--validate-every", run_only=True),
@@ -93,6 +96,7 @@ class TrainConfig:
     warmup_steps: int = SETTINGS["warmup_steps"].default
     checkpoint_every: int = SETTINGS["checkpoint_every"].default
     crop_jitter: int = SETTINGS["crop_jitter"].default
+    flip: bool = SETTINGS["flip"].default
     validate_every: int = SETTINGS["validate_every"].default
     validation_pairs: int = SETTINGS["validation_pairs"].default
     device: str = SETTINGS["device"].default
@@ -125,13 +129,14 @@ def setting_type(name: str) -> type:
 
 def add_flags(parser: Any) -> None:
     """Add a flag per setting that has one to an ``argparse`` parser (default ``None``: unset;
-    ``amp`` is the switch ``--no-amp``)."""
+    a yes/no setting's flag is the switch away from its default, e.g. ``--no-amp``, ``--flip``)."""
     for name, setting in SETTINGS.items():
         if setting.flag is None:
             continue
         if setting_type(name) is bool:
-            parser.add_argument(setting.flag, dest=name, action="store_const", const=False,
-                                default=None, help=f"off: {setting.help}")
+            parser.add_argument(setting.flag, dest=name, action="store_const",
+                                const=not setting.default, default=None,
+                                help=f"{'off' if setting.default else 'on'}: {setting.help}")
         else:
             parser.add_argument(setting.flag, dest=name, type=setting_type(name), default=None,
                                 help=f"{setting.help} (default: {setting.default})")
@@ -145,7 +150,8 @@ def given_flags(args: Any) -> dict[str, Any]:
 
 def command_line(values: Mapping[str, Any]) -> list[str]:
     """``regbench train`` arguments setting ``values`` (settings by name), in :data:`SETTINGS`
-    order; ``amp`` false becomes ``--no-amp``, true nothing.
+    order; a yes/no setting gives its flag when it differs from its default (``amp`` false
+    becomes ``--no-amp``, ``flip`` true ``--flip``).
 
     Raises:
         KeyError: a name is not a setting with a flag.
@@ -159,7 +165,7 @@ def command_line(values: Mapping[str, Any]) -> list[str]:
         if name not in values:
             continue
         if setting_type(name) is bool:
-            args += [] if values[name] else [setting.flag]
+            args += [setting.flag] if bool(values[name]) != setting.default else []
         else:
             args.append(f"{setting.flag} {values[name]}")
     return args

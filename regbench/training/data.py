@@ -51,13 +51,18 @@ class TrainingVolumes:
     def __len__(self) -> int:
         return len(self.fixed)
 
-    def batch(self, draws: list[Draw], jitter: int, multiple: int, device: torch.device
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(moving, fixed)``, each ``(B, 1, *S)`` zero-padded to a multiple of ``multiple``."""
-        moving = torch.cat([_shift(self.moving[m:m + 1], offset, jitter)
-                            for m, _, offset, _ in draws])
-        fixed = torch.cat([_shift(self.fixed[f:f + 1], offset, jitter)
-                           for _, f, _, offset in draws])
+    def batch(self, draws: list[Draw], jitter: int, multiple: int, device: torch.device,
+              flips: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(moving, fixed)``, each ``(B, 1, *S)`` zero-padded to a multiple of ``multiple``.
+
+        ``flips``: per draw, the spatial axis (0, 1 or 2) along which both images of the pair
+        are flipped, or ``None`` (:meth:`PairSampler.flips`).
+        """
+        flips = flips or [None] * len(draws)
+        moving = torch.cat([_flip(_shift(self.moving[m:m + 1], offset, jitter), axis)
+                            for (m, _, offset, _), axis in zip(draws, flips, strict=True)])
+        fixed = torch.cat([_flip(_shift(self.fixed[f:f + 1], offset, jitter), axis)
+                           for (_, f, _, offset), axis in zip(draws, flips, strict=True)])
         pair, _ = pad_to_multiple(torch.cat([moving, fixed], 1).to(device), multiple)
         return pair[:, :1], pair[:, 1:]
 
@@ -81,6 +86,16 @@ class PairSampler:
             offsets = self.rng.integers(-self.jitter, self.jitter + 1, (2, 3)).tolist()
             draws.append((moving, fixed, tuple(offsets[0]), tuple(offsets[1])))
         return draws
+
+    def flips(self, count: int) -> list[int | None]:
+        """``count`` flips of a pair as the official code's ``RandomFlip(axes=[0, 1, 2])``: one
+        of the three spatial axes or none (``None``), each with probability 1/4."""
+        return [None if axis == 3 else int(axis) for axis in self.rng.integers(4, size=count)]
+
+
+def _flip(volume: torch.Tensor, axis: int | None) -> torch.Tensor:
+    """``(B, C, *S)`` reversed along spatial ``axis`` (``None``: as it is)."""
+    return volume if axis is None else volume.flip(2 + axis)
 
 
 def _shift(volume: torch.Tensor, offset: Offset, jitter: int) -> torch.Tensor:

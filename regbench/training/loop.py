@@ -20,6 +20,10 @@ Choices the paper leaves open, and how they are made here:
   random integer offset per axis, with edge (replicate) padding. As in the official Dual-PRNet
   code, the offset is drawn per volume, not per pair: moving and fixed also move relative to
   each other, by up to twice the jitter.
+* **Flips** (``flip``, off by default as in the official code, which has the transform
+  ``RandomFlip(axes=[0, 1, 2])`` commented out): each pair is flipped along one spatial axis or
+  not at all, each with probability 1/4, both images alike; drawn by the pair sampler's seeded
+  generator, so a resumed run flips as an uninterrupted one.
 * **Validation.** Before the first step, every ``validate_every`` steps and after the last, the
   network registers a fixed set of ``validation_pairs`` ordered pairs as it will at test time
   (:meth:`~regbench.methods.LearnedMethod.run_network`), and the mean region Dice of the warped
@@ -208,9 +212,11 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
     stop = StopRequest(method.name).install()
     try:
         for step in steps:
-            draws = sampler.draw(config.batch_size)[rank * share:(rank + 1) * share]
+            chosen = slice(rank * share, (rank + 1) * share)
+            draws = sampler.draw(config.batch_size)[chosen]
+            flips = sampler.flips(config.batch_size)[chosen] if config.flip else None
             moving, fixed = (volume.contiguous(memory_format=layout) for volume in volumes.batch(
-                draws, config.crop_jitter, method.size_multiple, device))
+                draws, config.crop_jitter, method.size_multiple, device, flips))
             lr = learning_rate(step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr

@@ -297,7 +297,7 @@ def train_launcher(wildcards):
 
 
 TRAIN_FLAG_SETTINGS = ("steps", "batch_size", "lr", "seed", "warmup_steps", "checkpoint_every",
-                      "crop_jitter", "validate_every", "validation_pairs", "device", "amp")
+                      "crop_jitter", "flip", "validate_every", "validation_pairs", "device", "amp")
 """The train settings of the configuration that `regbench train` takes as flags (threads comes
 from the job's threads, the slice step from the model's name)."""
 
