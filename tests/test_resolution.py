@@ -74,9 +74,9 @@ def test_mindboggle101_at_half_scale(mindboggle_raw, tmp_path):  # noqa: F811
     assert data.shape == (80, 96, 80)
     np.testing.assert_allclose(data.spacing, (2.0, 2.0, 2.0))
     np.testing.assert_allclose(data.affine, crop_grid(0.5)[1])
-    grid = data.manifest["grid"]
-    assert grid["resampling"]["scale"] == 0.5 and grid["resampling"]["block_voxels"] == [2] * 3
-    assert "mean" in grid["resampling"]["images"] and "most frequent" in grid["resampling"]["labels"]
+    resampling = data.manifest["grid"]["resampling"]
+    assert resampling["scale"] == 0.5 and resampling["block_voxels"] == [2] * 3
+    assert "mean" in resampling["images"] and "most frequent" in resampling["labels"]
     assert data.test == ["OASIS-TRT-20-1", "OASIS-TRT-20-2"]  # the paper's splits by default
     assert data.manifest["split_source"] == "paper"
     crop = protocol.crop_slices(protocol.MNI_SHAPE)
