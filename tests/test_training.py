@@ -26,7 +26,7 @@ from regbench.training import (
 
 torch.set_num_threads(1)
 
-SMALL = {"nb_features": [[4, 8, 8], [8, 8, 8, 4]], "integration_steps": 3}
+SMALL = {"nb_features": [[4, 8, 8, 8], [8, 8, 8, 8, 8, 4, 4]]}
 CONFIG = TrainConfig(steps=8, batch_size=1, lr=2e-3, warmup_steps=3, checkpoint_every=3,
                      seed=3, crop_jitter=2, moving_slice_step=2, device="cpu", threads=1)
 
@@ -136,8 +136,8 @@ def test_voxelmorph_loss_goes_down(demo_dataset, tmp_path):
     """The trained network's loss over every training pair is below the untrained one's."""
     volumes = TrainingVolumes(demo_dataset)
     pairs = list(itertools.permutations(range(len(volumes)), 2))
-    moving, fixed = volumes.batch([(m, f, (0, 0, 0), (0, 0, 0)) for m, f in pairs], 0, 8,
-                                  torch.device("cpu"))
+    moving, fixed = volumes.batch([(m, f, (0, 0, 0), (0, 0, 0)) for m, f in pairs], 0,
+                                  small_voxelmorph().size_multiple, torch.device("cpu"))
 
     def mean_loss(method) -> float:
         with torch.no_grad():

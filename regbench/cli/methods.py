@@ -19,6 +19,9 @@ TRAIN_FLAGS = {  # TrainConfig field -> (flag, type, help)
     "lr": ("--lr", float, "learning rate after warm-up (Adam)"),
     "seed": ("--seed", int, "random seed (network, pairs, jitter)"),
     "warmup_steps": ("--warmup-steps", int, "steps of linear learning-rate warm-up"),
+    "weight_decay": ("--weight-decay", float, "Adam's L2 weight decay (0: none)"),
+    "clip_grad_norm": ("--clip-grad-norm", float, "clip the gradients' global norm to this "
+                                                  "(0: no clipping)"),
     "checkpoint_every": ("--checkpoint-every", int, "steps between checkpoints"),
     "crop_jitter": ("--crop-jitter", int, "random joint shift of each pair, +-N voxels per axis"),
     "moving_slice_step": ("--slice-step", int, "train on moving images keeping every N-th "

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from regbench.naming import run_name
 
 CANONICAL_METHODS: tuple[str, ...] = (
-    "identity", "affine", "syn", "voxelmorph", "voxelmorph-diff", "dualprnet-ssf",
-    "dualprnet-dsf", "dualprnet")
+    "identity", "affine", "syn", "voxelmorph", "voxelmorph-0.2", "voxelmorph-diff",
+    "dualprnet-ssf", "dualprnet-dsf", "dualprnet")
 """Registry names in table/figure order (docs/contracts.md, "Method order")."""
 
 CANONICAL_LABELS: dict[str, str] = {
@@ -25,6 +25,7 @@ CANONICAL_LABELS: dict[str, str] = {
     "affine": "Affine",
     "syn": "SyN",
     "voxelmorph": "VoxelMorph",
+    "voxelmorph-0.2": "VoxelMorph (release 0.2)",
     "voxelmorph-diff": "VoxelMorph (diffeomorphic)",
     "dualprnet-ssf": "Single-stream, single field",
     "dualprnet-dsf": "Dual-stream, single field",
@@ -53,6 +54,7 @@ METHOD_COLORS: dict[str, str] = {
     "affine": OKABE_ITO["grey"],
     "syn": OKABE_ITO["orange"],
     "voxelmorph": OKABE_ITO["sky blue"],
+    "voxelmorph-0.2": "#332288",  # Paul Tol's indigo, taken from the spare colours below
     "voxelmorph-diff": OKABE_ITO["blue"],
     "dualprnet-ssf": OKABE_ITO["reddish purple"],
     "dualprnet-dsf": OKABE_ITO["bluish green"],
@@ -60,8 +62,7 @@ METHOD_COLORS: dict[str, str] = {
 }
 # Yellow last of the palette: it is the hardest to see on white. Beyond the palette, Paul Tol's
 # "muted" colours, also safe under the common colour-vision deficiencies.
-_SPARE_COLORS = (OKABE_ITO["black"], OKABE_ITO["yellow"], "#332288", "#882255", "#44AA99",
-                 "#999933")
+_SPARE_COLORS = (OKABE_ITO["black"], OKABE_ITO["yellow"], "#882255", "#44AA99", "#999933")
 
 
 def run_label(label: str, slice_step: int = 1) -> str:

@@ -266,6 +266,7 @@ def train_args(wildcards):
     s = train_settings(wildcards)
     args = [f"--steps {s['steps']}", f"--batch-size {s['batch_size']}", f"--lr {s['lr']}",
             f"--seed {s['seed']}", f"--warmup-steps {s['warmup_steps']}",
+            f"--weight-decay {s['weight_decay']}", f"--clip-grad-norm {s['clip_grad_norm']}",
             f"--checkpoint-every {s['checkpoint_every']}", f"--crop-jitter {s['crop_jitter']}",
             f"--validate-every {s['validate_every']}",
             f"--validation-pairs {s['validation_pairs']}", f"--device {s['device']}"]
