@@ -29,6 +29,7 @@ def trained(demo_dataset, tmp_path_factory):
     command = ["train", "voxelmorph", "--data", str(demo_dataset.root), "--out", str(out),
                "--steps", "3", "--warmup-steps", "1", "--checkpoint-every", "2", "--seed", "1",
                "--crop-jitter", "1", "--device", "cpu", "--threads", "1",
+               "--weight-decay", "0", "--clip-grad-norm", "0",
                "--option", "nb_features=[[4, 4, 4, 4], [4, 4, 4, 4, 4, 4]]"]
     assert main(command) == 0
     return out, command
@@ -54,6 +55,7 @@ def test_train_writes_outputs_and_rerun_is_a_no_op(trained):
         assert [int(row["step"]) for row in csv.DictReader(file)] == [1, 2, 3]
     record = json.loads((out / "train.json").read_text())
     assert record["config"]["steps"] == 3 and record["config"]["crop_jitter"] == 1
+    assert record["config"]["weight_decay"] == 0 and record["config"]["clip_grad_norm"] == 0
     assert record["options"]["nb_features"] == [[4] * 4, [4] * 6] and record["seed"] == 1
     stamp = (out / "model.pt").stat().st_mtime_ns
     assert main(command) == 0

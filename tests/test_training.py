@@ -189,6 +189,9 @@ def test_bad_configs_and_checkpoints_are_refused(demo_dataset, tmp_path):
         TrainConfig(steps=0)
     with pytest.raises(ValueError, match="lr"):
         TrainConfig(lr=0)
+    for name in ("weight_decay", "clip_grad_norm"):
+        with pytest.raises(ValueError, match=f"{name} must be >= 0"):
+            TrainConfig(**{name: -1.0})
     garbage = tmp_path / "model.pt"
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="model.pt"):
