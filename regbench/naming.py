@@ -17,8 +17,8 @@ import numbers
 from collections.abc import Sequence
 
 CANONICAL_METHODS: tuple[str, ...] = (
-    "identity", "affine", "syn", "voxelmorph", "voxelmorph-diff", "dualprnet-ssf",
-    "dualprnet-dsf", "dualprnet")
+    "identity", "affine", "syn", "voxelmorph", "voxelmorph-0.2", "voxelmorph-diff",
+    "dualprnet-ssf", "dualprnet-dsf", "dualprnet")
 """Registry names in table/figure order (docs/contracts.md, "Method order")."""
 
 CANONICAL_LABELS: dict[str, str] = {
@@ -26,6 +26,7 @@ CANONICAL_LABELS: dict[str, str] = {
     "affine": "Affine",
     "syn": "SyN",
     "voxelmorph": "VoxelMorph",
+    "voxelmorph-0.2": "VoxelMorph (release 0.2)",
     "voxelmorph-diff": "VoxelMorph (diffeomorphic)",
     "dualprnet-ssf": "Single-stream, single field",
     "dualprnet-dsf": "Dual-stream, single field",

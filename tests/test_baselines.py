@@ -5,6 +5,7 @@ ANTs runs with one thread and few SyN iterations on the 40x48x40 demo grid to st
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import subprocess
 import sys
@@ -17,14 +18,24 @@ import torch
 from scipy import ndimage
 
 from regbench import metrics
+from regbench.baselines import voxelmorph
 from regbench.baselines.ants import dense_field, to_ants
-from regbench.baselines.voxelmorph import VM2_PARAMETERS, VoxelMorphNetwork
+from regbench.baselines.voxelmorph import (
+    RELEASE_VM2_PARAMETERS,
+    VM2_PARAMETERS,
+    SameConv3d,
+    VoxelMorphNetwork,
+    same_padding,
+)
+from regbench.losses import GradientLoss
 from regbench.methods import get_method
 from regbench.transforms import identity_grid, pad_to_multiple, warp, warp_labels
 
 torch.set_num_threads(1)
 
 FAST_SYN = {"threads": 1, "reg_iterations": [20, 10, 5]}
+PARITY_SCRIPT = Path(__file__).parents[1] / "benchmarks" / "vm2019_parity.py"
+PARITY_REFERENCE = Path(__file__).parent / "data" / "vm2019_parity.npz"
 
 
 def pull(volume: np.ndarray, field: np.ndarray, labels: bool = False) -> np.ndarray:
@@ -136,14 +147,103 @@ def test_ants_options_pass_through_and_unknown_ones_fail():
     assert get_method("affine").label == "Affine" and get_method("syn").label == "SyN"
 
 
-def test_voxelmorph_is_vm2_with_its_parameter_count():
+def test_voxelmorph_is_the_2019_vm2_and_its_release_variants_keep_their_network():
     network = get_method("voxelmorph")().build_network()
-    assert sum(p.numel() for p in network.parameters()) == VM2_PARAMETERS == 327_331
+    assert sum(p.numel() for p in network.parameters()) == VM2_PARAMETERS == 300_547
+    release = get_method("voxelmorph-0.2")().build_network()
+    assert sum(p.numel() for p in release.parameters()) == RELEASE_VM2_PARAMETERS == 327_331
+    # The diffeomorphic variant as the authors' release trains it: release 0.2's network.
     diffeomorphic = get_method("voxelmorph-diff")()
     assert diffeomorphic.options["integration_steps"] == 7
-    assert sum(p.numel() for p in diffeomorphic.build_network().parameters()) == VM2_PARAMETERS
-    # The flow layer starts near zero (N(0, 1e-5)), as the authors initialise it.
-    assert 0 < float(network.flow.weight.std()) < 1e-4 and not network.flow.bias.any()
+    assert isinstance(diffeomorphic.build_network(), VoxelMorphNetwork)
+    # Four stride-2 encoder convolutions, the rest stride 1.
+    assert [conv.stride[0] for conv in network.encoder] == [2, 2, 2, 2]
+    assert {conv.stride[0] for conv in network.decoder} == {1}
+    # The flow layer starts near zero (N(0, 1e-5)), as the authors initialise it; he_normal
+    # elsewhere (std sqrt(2 / fan_in)), zero biases.
+    assert 0 < float(network.flow.weight.detach().std()) < 1e-4 and not network.flow.bias.any()
+    first = network.encoder[1].weight.detach()
+    assert float(first.std()) == pytest.approx(math.sqrt(2 / (16 * 27)), rel=0.05)
+    assert not network.encoder[1].bias.any()
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_same_padding_is_tensorflows(stride):
+    """TensorFlow's rule: ceil(n / stride) outputs, the padding's odd voxel at the end."""
+    for size in range(1, 12):
+        out = -(-size // stride)
+        total = max((out - 1) * stride + 3 - size, 0)
+        assert same_padding(size, stride) == (total // 2, total - total // 2)
+    assert same_padding(6, 2) == (0, 1) and same_padding(7, 2) == (1, 1)
+
+
+def test_stride_two_convolution_samples_where_tensorflow_does():
+    """A kernel that reads only its first tap: on an even axis (padding (0, 1)) output i reads
+    input 2i; on an odd axis (padding (1, 1)) it reads 2i - 1. Odd sizes give ceil(n / 2)."""
+    conv = SameConv3d(1, 1, stride=2)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 0, 0, 1, 1] = 1
+    volume = torch.arange(1, 1 + 6 * 5 * 7, dtype=torch.float32).reshape(1, 1, 6, 5, 7)
+    out = conv(volume)
+    assert out.shape[2:] == (3, 3, 4)
+    assert torch.equal(out[0, 0, :, 1, 2], volume[0, 0, [0, 2, 4], 2, 4])
+    even = conv(volume[:, :, :, :, :6])
+    assert even.shape[2:] == (3, 3, 3)
+    odd_axis = torch.arange(1, 8, dtype=torch.float32).reshape(1, 1, 7, 1, 1).repeat(1, 1, 1, 2, 2)
+    assert conv(odd_axis)[0, 0, :, 0, 0].tolist() == [0.0, 2.0, 4.0, 6.0]
+
+
+def test_voxelmorph_2019_network_needs_multiples_of_16():
+    network = get_method("voxelmorph")(nb_features=[[4, 4, 4, 4], [4, 4, 4, 4, 4, 4]])
+    outputs = network.build_network()(*torch.rand(2, 1, 1, 16, 32, 16))
+    assert outputs["field"].shape == (1, 3, 16, 32, 16) and outputs["velocity"] is outputs["field"]
+    with pytest.raises(ValueError, match="multiples of 16"):
+        network.build_network()(*torch.rand(2, 1, 1, 16, 24, 16))
+    for bad in ([[8, 8], [8, 8, 8]], [[8] * 4, [8] * 5], [[8] * 4, [8] * 8],
+                [[8, 8, 8, 0], [8] * 7]):
+        with pytest.raises(ValueError, match="nb_features"):
+            get_method("voxelmorph")(nb_features=bad)
+
+
+def parity_script():
+    spec = importlib.util.spec_from_file_location("vm2019_parity", PARITY_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_voxelmorph_matches_the_authors_2019_keras_network(monkeypatch):
+    """The committed field of the authors' 2019 Keras vm2 (benchmarks/vm2019_parity.py, on the
+    same seeded weights and demo pair) against the suite's PyTorch network: within 1e-3 voxel.
+    TensorFlow's asymmetric stride-2 padding matters: PyTorch's symmetric one misses by far."""
+    reference = np.load(PARITY_REFERENCE)
+    script = parity_script()
+    assert int(reference["parameters"]) == VM2_PARAMETERS and int(reference["seed"]) == script.SEED
+    keras = reference["field"]
+    assert keras.shape == (3, *script.SHAPE) and 2 < np.abs(keras).max() < 10
+    ours = script.torch_field(reference["moving"], reference["fixed"])
+    assert np.abs(ours - keras).max() < 1e-3
+    monkeypatch.setattr(voxelmorph, "same_padding", lambda size, stride: (1, 1))
+    symmetric = script.torch_field(reference["moving"], reference["fixed"])
+    assert np.abs(symmetric - keras).max() > 0.1
+
+
+def test_voxelmorph_diff_scales_its_gradient_loss_by_the_downsize_factor():
+    """As the authors' release trains it: Grad('l2', loss_mult=int_downsize)."""
+    small = {"nb_features": [[4, 4], [4, 4, 4]]}
+    moving, fixed = torch.rand(2, 1, 1, 16, 16, 16)
+    for name, factor in (("voxelmorph-0.2", 1), ("voxelmorph-diff", 2), ("voxelmorph-diff", 4)):
+        extra = {"integration_downsize": factor} if name == "voxelmorph-diff" else {}
+        method = get_method(name)(**small, **extra, smoothness_weight=0.5)
+        network = method.build_network()
+        with torch.no_grad():
+            network.flow.weight.normal_(0, 0.5)
+            outputs = network(moving, fixed)
+        loss, parts = method.loss(outputs, moving, fixed)
+        gradient = float(GradientLoss()(outputs["velocity"]))
+        assert gradient > 0 and parts["grad"] == pytest.approx(factor * gradient, rel=1e-5)
+        assert float(loss) == pytest.approx(parts["ncc"] + 0.5 * parts["grad"], rel=1e-5)
 
 
 @pytest.mark.parametrize("steps", [0, 3])
@@ -152,6 +252,7 @@ def test_voxelmorph_field_convention_matches_its_transformer(steps):
     returned, with and without integration: the field is in the suite's pull convention."""
     generator = torch.Generator().manual_seed(0)
     shape = (16, 24, 16)
+    torch.manual_seed(0)  # the U-Net's weights: a field of a few voxels below
     network = VoxelMorphNetwork([[4, 4], [4, 4, 4]], integration_steps=steps)
     image = torch.rand(2, 1, *shape, generator=generator)
     # A constant shift of +2 voxels along axis 0 pulls moving(x + 2): checks units and axis order.
@@ -160,7 +261,7 @@ def test_voxelmorph_field_convention_matches_its_transformer(steps):
     shift[:, 0] = 2
     assert torch.allclose(transformer(image[:1], shift)[0, 0, :-2], image[0, 0, 2:], atol=1e-5)
     with torch.no_grad():
-        network.flow.weight.normal_(0, 2.0 if steps else 0.5, generator=generator)
+        network.flow.weight.normal_(0, 2.0 if steps else 1.0, generator=generator)
         outputs = network(image, image.flip(2))
     field = outputs["field"]
     assert field.abs().max() > 1
@@ -171,10 +272,10 @@ def test_voxelmorph_field_convention_matches_its_transformer(steps):
         assert outputs["velocity"].shape[2:] == tuple(s // 2 for s in shape)
 
 
-def test_voxelmorph_options():
-    method = get_method("voxelmorph")()
-    assert method.size_multiple == 16 and method.label == "VoxelMorph"
-    small = get_method("voxelmorph")(nb_features=[[8, 8, 8], [8, 8, 8, 8]])
+def test_voxelmorph_release_options():
+    method = get_method("voxelmorph-0.2")()
+    assert method.size_multiple == 16 and method.label == "VoxelMorph (release 0.2)"
+    small = get_method("voxelmorph-0.2")(nb_features=[[8, 8, 8], [8, 8, 8, 8]])
     assert small.size_multiple == 8
     network = small.build_network()
     moving, fixed = torch.rand(2, 1, 1, 16, 24, 16)
@@ -184,18 +285,21 @@ def test_voxelmorph_options():
     assert loss.ndim == 0 and set(parts) == {"ncc", "grad"}
     for bad in ([], [[8, 8]], [[8, 8], [8]], [[8, 0], [8, 8]]):
         with pytest.raises(ValueError, match="nb_features"):
-            get_method("voxelmorph")(nb_features=bad)
+            get_method("voxelmorph-0.2")(nb_features=bad)
     with pytest.raises(ValueError, match="integration_steps"):
-        get_method("voxelmorph")(integration_steps=-1)
+        get_method("voxelmorph-0.2")(integration_steps=-1)
+    with pytest.raises(ValueError, match="no option"):
+        get_method("voxelmorph")(integration_steps=7)  # the 2019 vm2 does not integrate
 
 
 @pytest.mark.slow
-def test_voxelmorph_pytorch_port_matches_the_authors_keras_original(demo_dataset, tmp_path):
-    """Same vm2 weights in the authors' Keras original (voxelmorph 0.2, TensorFlow backend, in a
-    process of its own) and in their PyTorch port as the suite runs it: the same field on a demo
-    pair, to within 1e-3 voxel."""
+def test_voxelmorph_release_port_matches_the_release_keras_model(demo_dataset, tmp_path):
+    """``voxelmorph-0.2``, the port check: the same weights in release 0.2's Keras model
+    (TensorFlow backend, in a process of its own) and in its PyTorch port as the suite runs it:
+    the same field on a demo pair, to within 1e-3 voxel. (Release 0.2 against release 0.2: this
+    proves the port; fidelity to the 2019 network is the parity test above.)"""
     pytest.importorskip("tensorflow")
-    method = get_method("voxelmorph")()
+    method = get_method("voxelmorph-0.2")()
     torch.manual_seed(1)
     network = method.build_network().eval()
     moving, fixed = (demo_dataset.image(s) for s in demo_dataset.test[:2])

@@ -29,7 +29,8 @@ def trained(demo_dataset, tmp_path_factory):
     command = ["train", "voxelmorph", "--data", str(demo_dataset.root), "--out", str(out),
                "--steps", "3", "--warmup-steps", "1", "--checkpoint-every", "2", "--seed", "1",
                "--crop-jitter", "1", "--device", "cpu", "--threads", "1",
-               "--option", "nb_features=[[4, 4], [4, 4, 4]]", "--option", "integration_steps=2"]
+               "--weight-decay", "0", "--clip-grad-norm", "0",
+               "--option", "nb_features=[[4, 4, 4, 4], [4, 4, 4, 4, 4, 4]]"]
     assert main(command) == 0
     return out, command
 
@@ -39,8 +40,8 @@ def test_methods_lists_name_label_learned(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["name", "label", "learned"]
     rows = {line.split()[0]: line for line in lines[1:] if not line.startswith(" ")}
-    assert list(rows)[:8] == ["identity", "affine", "syn", "voxelmorph", "voxelmorph-diff",
-                              "dualprnet-ssf", "dualprnet-dsf", "dualprnet"]
+    assert list(rows)[:9] == ["identity", "affine", "syn", "voxelmorph", "voxelmorph-0.2",
+                              "voxelmorph-diff", "dualprnet-ssf", "dualprnet-dsf", "dualprnet"]
     assert rows["voxelmorph"].split()[1:] == ["VoxelMorph", "yes"]
     assert rows["affine"].split()[1:] == ["Affine", "no"]
     assert rows["identity"].split()[1:] == ["Identity", "no"]
@@ -54,7 +55,8 @@ def test_train_writes_outputs_and_rerun_is_a_no_op(trained):
         assert [int(row["step"]) for row in csv.DictReader(file)] == [1, 2, 3]
     record = json.loads((out / "train.json").read_text())
     assert record["config"]["steps"] == 3 and record["config"]["crop_jitter"] == 1
-    assert record["options"]["nb_features"] == [[4, 4], [4, 4, 4]] and record["seed"] == 1
+    assert record["config"]["weight_decay"] == 0 and record["config"]["clip_grad_norm"] == 0
+    assert record["options"]["nb_features"] == [[4] * 4, [4] * 6] and record["seed"] == 1
     stamp = (out / "model.pt").stat().st_mtime_ns
     assert main(command) == 0
     assert (out / "model.pt").stat().st_mtime_ns == stamp
@@ -72,7 +74,7 @@ def test_register_learned_method_with_checkpoint(trained, demo_dataset, tmp_path
         assert (pair / name).exists(), name
     runtime = json.loads((pair / "runtime.json").read_text())
     assert set(runtime) == RUNTIME_KEYS
-    assert runtime["options"]["nb_features"] == [[4, 4], [4, 4, 4]] and runtime["slice_step"] == 4
+    assert runtime["options"]["nb_features"] == [[4] * 4, [4] * 6] and runtime["slice_step"] == 4
     assert runtime["time_s"] > 0
     metrics = json.loads((pair / "metrics.json").read_text())
     assert (metrics["method"], metrics["moving"], metrics["slice_step"]) == (

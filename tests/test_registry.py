@@ -45,6 +45,7 @@ def test_builtin_methods_are_registered():
     expected = {"affine": ("Affine", False), "syn": ("SyN", False),
                 "voxelmorph": ("VoxelMorph", True), "dualprnet": ("Dual-PRNet", True),
                 "identity": ("Identity", False),
+                "voxelmorph-0.2": ("VoxelMorph (release 0.2)", True),
                 "voxelmorph-diff": ("VoxelMorph (diffeomorphic)", True)}
     for name, (label, learned) in expected.items():
         assert (methods[name].label, methods[name].learned) == (label, learned)

@@ -30,7 +30,7 @@ from regbench.training import (
 
 torch.set_num_threads(1)
 
-SMALL = {"nb_features": [[4, 8, 8], [8, 8, 8, 4]], "integration_steps": 3}
+SMALL = {"nb_features": [[4, 8, 8, 8], [8, 8, 8, 8, 8, 4, 4]]}
 CONFIG = TrainConfig(steps=8, batch_size=1, lr=2e-3, warmup_steps=3, checkpoint_every=3,
                      seed=3, crop_jitter=2, moving_slice_step=2, device="cpu", threads=1)
 
@@ -140,8 +140,8 @@ def test_voxelmorph_loss_goes_down(demo_dataset, tmp_path):
     """The trained network's loss over every training pair is below the untrained one's."""
     volumes = TrainingVolumes(demo_dataset)
     pairs = list(itertools.permutations(range(len(volumes)), 2))
-    moving, fixed = volumes.batch([(m, f, (0, 0, 0), (0, 0, 0)) for m, f in pairs], 0, 8,
-                                  torch.device("cpu"))
+    moving, fixed = volumes.batch([(m, f, (0, 0, 0), (0, 0, 0)) for m, f in pairs], 0,
+                                  small_voxelmorph().size_multiple, torch.device("cpu"))
 
     def mean_loss(method) -> float:
         with torch.no_grad():
@@ -193,6 +193,9 @@ def test_bad_configs_and_checkpoints_are_refused(demo_dataset, tmp_path):
         TrainConfig(steps=0)
     with pytest.raises(ValueError, match="lr"):
         TrainConfig(lr=0)
+    for name in ("weight_decay", "clip_grad_norm"):
+        with pytest.raises(ValueError, match=f"{name} must be >= 0"):
+            TrainConfig(**{name: -1.0})
     garbage = tmp_path / "model.pt"
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="model.pt"):

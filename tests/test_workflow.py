@@ -182,6 +182,25 @@ def test_external_rule_quotes_its_paths():
     assert placeholders and all(p.endswith(":q") for p in placeholders), placeholders
 
 
+def test_paper_trains_voxelmorph_as_the_authors_2019_script():
+    """config/paper.yaml: Adam 1e-4 alone, batch 1 on one GPU, 150,000 steps, no augmentation,
+    float32 (docs/protocol.md, VoxelMorph); Dual-PRNet keeps its own recipe."""
+    out = snakemake("results/lpba40/models/voxelmorph/model.pt",
+                    "results/lpba40/models/dualprnet/model.pt", "-n", "-p", "--configfile",
+                    str(PAPER)).stdout
+    commands = [line.strip() for line in out.splitlines()
+                if line.strip().startswith("Shell command: ")]
+    voxelmorph = next(c for c in commands if " train voxelmorph " in c)
+    assert voxelmorph.startswith("Shell command: regbench train voxelmorph")
+    for flag in ("--steps 150000", "--batch-size 1", "--lr 0.0001", "--warmup-steps 0",
+                 "--weight-decay 0", "--clip-grad-norm 0", "--crop-jitter 0", "--no-amp"):
+        assert f"{flag} " in f"{voxelmorph} ", flag
+    dualprnet = next(c for c in commands if " train dualprnet " in c)
+    for flag in ("--batch-size 4", "--weight-decay 1e-05", "--clip-grad-norm 10.0",
+                 "--warmup-steps 1088", "--crop-jitter 5"):
+        assert f"{flag} " in f"{dualprnet} ", flag
+
+
 def test_python_m_regbench_cli_runs_the_cli():
     """What torchrun launches for multi-GPU training."""
     done = subprocess.run([sys.executable, "-m", "regbench.cli", "--help"],

@@ -38,6 +38,7 @@ METHOD_COLORS: dict[str, str] = {
     "affine": OKABE_ITO["grey"],
     "syn": OKABE_ITO["orange"],
     "voxelmorph": OKABE_ITO["sky blue"],
+    "voxelmorph-0.2": "#332288",  # Paul Tol's indigo, taken from the spare colours below
     "voxelmorph-diff": OKABE_ITO["blue"],
     "dualprnet-ssf": OKABE_ITO["reddish purple"],
     "dualprnet-dsf": OKABE_ITO["bluish green"],
@@ -45,8 +46,7 @@ METHOD_COLORS: dict[str, str] = {
 }
 # Yellow last of the palette: it is the hardest to see on white. Beyond the palette, Paul Tol's
 # "muted" colours, also safe under the common colour-vision deficiencies.
-_SPARE_COLORS = (OKABE_ITO["black"], OKABE_ITO["yellow"], "#332288", "#882255", "#44AA99",
-                 "#999933")
+_SPARE_COLORS = (OKABE_ITO["black"], OKABE_ITO["yellow"], "#882255", "#44AA99", "#999933")
 
 
 def run_label(label: str, slice_step: int = 1) -> str:

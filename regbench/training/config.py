@@ -69,8 +69,10 @@ SETTINGS: dict[str, Setting] = {
     "threads": Setting(None, "CPU threads per process (default: PyTorch's); a resume needs "
                              "those of its checkpoint", minimum=1, flag="--threads",
                        run_only=True),
-    "weight_decay": Setting(1e-5, "Adam's weight decay", minimum=0),
-    "clip_grad_norm": Setting(10.0, "largest gradient norm (0: no clipping)", minimum=0),
+    "weight_decay": Setting(1e-5, "Adam's L2 weight decay (0: none)", minimum=0,
+                            flag="--weight-decay"),
+    "clip_grad_norm": Setting(10.0, "clip the gradients' global norm to this (0: no clipping)",
+                              minimum=0, flag="--clip-grad-norm"),
     "num_workers": Setting(0, "recorded, unused: every volume is read once into memory",
                            minimum=0, run_only=True),
 }

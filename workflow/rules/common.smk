@@ -296,8 +296,9 @@ def train_launcher(wildcards):
     return "regbench"
 
 
-TRAIN_FLAG_SETTINGS = ("steps", "batch_size", "lr", "seed", "warmup_steps", "checkpoint_every",
-                      "crop_jitter", "flip", "validate_every", "validation_pairs", "device", "amp")
+TRAIN_FLAG_SETTINGS = ("steps", "batch_size", "lr", "seed", "warmup_steps", "weight_decay",
+                       "clip_grad_norm", "checkpoint_every", "crop_jitter", "flip",
+                       "validate_every", "validation_pairs", "device", "amp")
 """The train settings of the configuration that `regbench train` takes as flags (threads comes
 from the job's threads, the slice step from the model's name)."""
 
