@@ -22,7 +22,7 @@ Choices the paper leaves open, and how they are made here:
   each other, by up to twice the jitter.
 * **Validation.** Before the first step, every ``validate_every`` steps and after the last, the
   network registers a fixed set of ``validation_pairs`` ordered pairs as it will at test time
-  (eval mode), and the mean region Dice of the warped labels (both conventions,
+  (Dual-PRNet: batch statistics), and the mean region Dice of the warped labels (both conventions,
   :mod:`regbench.metrics`) is logged to ``validation.csv`` beside ``loss.csv``. The pairs come
   from the dataset's ``val`` split, or from its training split when it has no ``val`` split:
   never from the test split. Validation only monitors: nothing is selected by it.
