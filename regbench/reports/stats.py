@@ -9,14 +9,14 @@ independent, so a test that counts them as the sample claims far more evidence t
 The subject's number. The mean of a run's differences over the pairs is a U-statistic of the
 subjects (every pair is a function of two subjects). Its delete-one-subject jackknife
 pseudo-values ``P_s = n U - (n - 1) U_(-s)`` (``U_(-s)``: the mean over the pairs without subject
-``s``) are one number per subject, nearly independent, whose mean is the mean over the pairs and
-whose spread estimates its sampling variance (Arvesen 1969, "Jackknifing U-statistics", Ann.
+``s``) are one number per subject, nearly independent, whose spread estimates the sampling
+variance of ``U`` (Arvesen 1969, "Jackknifing U-statistics", Ann.
 Math. Statist. 40: 2076-2100; the same delete-one-unit idea as the variance estimators of dyadic
 data, Aronow, Samii and Assenova 2015, Political Analysis 23: 564-577). With every ordered pair
 present, ``P_s = U + 2 (n - 1) / (n - 2) (m_s - U)``, where ``m_s`` is the mean over the pairs
-that contain ``s``. A test on the plain subject means ``m_s`` would not do: every ``m_s`` holds
-every other subject's effect, so one hard subject moves them all the same way
-(tests/test_reports.py measures how often it errs).
+that contain ``s``, and the mean of the ``P_s`` is ``U``. A test on the plain subject means
+``m_s`` would not do: every ``m_s`` holds every other subject's effect, so one hard subject
+moves them all the same way (tests/test_reports.py measures how often it errs).
 
 The tests, on the pseudo-values of the differences ``run - other`` of a per-pair score
 (normally its mean region Dice), pairs matched by ``(moving, fixed)``:
@@ -28,9 +28,9 @@ The tests, on the pseudo-values of the differences ``run - other`` of a per-pair
 * 95 % confidence interval of the mean difference: the jackknife t interval, the pseudo-values'
   mean ± ``t(0.975, n - 1)`` times their standard error (Tukey's);
 * equivalence within ± ``margin`` (default :data:`EQUIVALENCE_MARGIN`): two one-sided tests
-  (TOST, Schuirmann 1987), each an exact one-sided signed-rank test of the pseudo-values shifted
-  by the margin (Wellek 2010, "Testing Statistical Hypotheses of Equivalence and
-  Noninferiority", ch. 5); its p is the larger of the two, at smallest ``1 / 2^n``.
+  (TOST, Schuirmann 1987, J. Pharmacokinet. Biopharm. 15: 657-680), each an exact one-sided
+  signed-rank test of the pseudo-values shifted by the margin, so that it rests on the same
+  ranks as the test of a difference; its p is the larger of the two, at smallest ``1 / 2^n``.
 
 The p-values of one family (the runs of one table column, or all the pairs of runs of one
 dataset and convention) are Holm-corrected together, those of the difference and of the TOST
@@ -195,7 +195,8 @@ def compare_runs(pairs: pd.DataFrame, margin: float = EQUIVALENCE_MARGIN) -> dic
         margin: equivalence margin of the TOST.
 
     Returns:
-        The :data:`COMPARISON_COLUMNS` but the Holm-corrected ones and the verdict.
+        The :data:`COMPARISON_COLUMNS` but ``p_holm``, ``mark``, ``p_tost_holm`` and
+        ``verdict``, which need the whole family.
     """
     pseudo = subject_pseudo_values(pairs["moving"], pairs["fixed"], pairs["difference"])
     if len(pseudo) < MIN_SUBJECTS:
