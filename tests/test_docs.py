@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from regbench import io, runs
 from regbench.data.dataset import make_manifest
 from regbench.evaluate import RECORD_KEYS, RUNTIME_KEYS
 from regbench.reports.aggregate import BASE_COLUMNS, PAIR_KEY, REGION_GROUPS
+from regbench.reports.stats import PAIRWISE_COLUMNS, STATS_COLUMNS, Verdict
 from regbench.reports.style import CANONICAL_LABELS, CANONICAL_METHODS, run_label, run_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +64,21 @@ def test_per_pair_columns(contracts_md):
     assert f"{groups} and `{REGION_GROUPS[-1]}/<Region>`" in text
     pair = ", ".join(f"`{k}`" for k in PAIR_KEY[:-1])
     assert f"A pair is identified by {pair} and `{PAIR_KEY[-1]}`" in text
+
+
+def test_stats_and_pairwise_columns(contracts_md):
+    heading = "### `*_stats.csv` and `*_pairwise.csv`"
+    # The CSVs put the convention beside the dataset (regbench.reports.tables).
+    assert keys(table(contracts_md, heading), "Column") == ["dataset", "convention",
+                                                            *STATS_COLUMNS[1:]]
+    text = flat(section(contracts_md, heading))
+    assert "with `versus`, `versus_slice_step` and `versus_label`" in text
+    assert "in place of `reference`" in text
+    at = STATS_COLUMNS.index("reference")
+    assert list(PAIRWISE_COLUMNS) == [*STATS_COLUMNS[:at], "versus", "versus_slice_step",
+                                      "versus_label", *STATS_COLUMNS[at + 1:]]
+    for verdict in typing.get_args(Verdict):
+        assert f"`{verdict}`" in text, verdict
 
 
 def test_method_order_and_run_names(contracts_md):

@@ -190,7 +190,7 @@ def test_main_table_numbers_by_hand(per_pair: pd.DataFrame) -> None:
     ours_rows = ~np.array(table.paper)
     cells = table.cells[ours_rows].set_index("Method")
     assert cells.loc["Dual-PRNet", "A"] == "0.700 ± 0.100"
-    assert cells.loc["SyN", "Average"] == "0.450 ± 0.050"  # p = 0.25 with 3 pairs: no mark
+    assert cells.loc["SyN", "Average"] == "0.450 ± 0.050"  # s1 in every pair: no test
     assert cells.loc["Dual-PRNet", "Time (s)"] == "2.00 ± 1.00"
     assert cells.loc["SyN", "HD95 (mm)"] == "5.00 ± 1.00"
     bold = table.bold[ours_rows].set_index(cells.index)
@@ -201,6 +201,7 @@ def test_main_table_numbers_by_hand(per_pair: pd.DataFrame) -> None:
     assert "Test CPU (1 thread) (SyN)" in table.caption
     assert "NVIDIA Test GPU (Dual-PRNet)" in table.caption
     assert "FAIM convention" in table.caption and "ddof = 1" in table.caption
+    assert "test subject as the unit (n = 3 subjects)" in table.caption
     merged = main_table(per_pair, "merged").numbers
     merged = merged[merged["source"] == "ours"].set_index("method")
     assert merged.loc["syn", "average_mean"] == pytest.approx(0.55)
@@ -271,7 +272,9 @@ def test_ablation_and_slice_spacing_tables(tmp_path: Path) -> None:
         f"{protocol.PAPER_SLICE_SPACING['lpba40']['Dual-PRNet']:.3f}"
     assert table.cells.loc[2, "LPBA40 FAIM"] == \
         f"{protocol.PAPER_REFERENCE['lpba40']['Dual-PRNet']['Average']:.3f}"
-    assert table.stats["p_raw"].item() == pytest.approx(0.25)  # exact: 3 pairs, all lower
+    # s1 is in every pair: deleting it leaves none, so there is no subject-level test.
+    assert np.isnan(table.stats["p_raw"].item()) and table.stats["n_subjects"].item() == 3
+    assert table.stats["verdict"].item() == "not testable"
     assert table.stats["mark"].item() == "" and table.cells.loc[1, "LPBA40 FAIM"][-1] != "*"
 
 
@@ -334,11 +337,20 @@ def test_tables_cli_writes_every_format(per_pair: pd.DataFrame, tmp_path: Path) 
     numbers = pd.read_csv(out / "table1_faim.csv")
     assert {"A_mean", "A_std", "average_mean", "average_std", "source"} <= set(numbers.columns)
     tests = pd.read_csv(out / "table1_stats.csv")
+    assert list(tests.columns) == ["dataset", "convention", *stats.STATS_COLUMNS[1:]]
     assert list(tests["convention"]) == ["faim", "merged"]
-    assert tests["p_raw"].tolist() == pytest.approx([0.25, 0.25])  # exact, n = 3, all negative
+    assert tests["p_raw"].isna().all()  # s1 is in every pair: not testable by subject
     pairwise = pd.read_csv(out / "table1_pairwise.csv")
+    assert list(pairwise.columns) == ["dataset", "convention", *stats.PAIRWISE_COLUMNS[1:]]
     assert list(pairwise["convention"]) == ["faim", "merged"]  # two runs: one pair each
     assert (pairwise["method"] != pairwise["versus"]).all()
+    assert (pairwise["margin"] == stats.EQUIVALENCE_MARGIN).all()
+    assert cli(["tables", "--per-pair", str(csv), "--equivalence-margin", "0.05",
+                "--out-dir", str(out)]) == 0
+    assert (pd.read_csv(out / "table1_pairwise.csv")["margin"] == 0.05).all()
+    assert cli(["tables", "--per-pair", str(csv), "--equivalence-margin", "0",
+                "--out-dir", str(tmp_path / "none")]) == 2
+    assert not (tmp_path / "none").exists()
     assert cli(["tables", "--per-pair", str(csv), "--dataset", "lpba40", "--out-dir",
                 str(out)]) == 2
     assert cli(["tables", "--per-pair", str(csv), "--kind", "ablation", "--convention",
@@ -358,7 +370,7 @@ def test_pairwise_tests_cover_every_two_runs_once(per_pair: pd.DataFrame) -> Non
     assert list(tests.columns) == list(stats.PAIRWISE_COLUMNS)
     last = tests[(tests["method"] == "dualprnet") & (tests["versus"] == "zzz")].iloc[0]
     assert last["mean_difference"] == pytest.approx(-0.1)  # method - versus
-    assert (tests["p_holm"] >= tests["p_raw"]).all()
+    assert last["n_pairs"] == 3 and last["n_subjects"] == 3
 
 
 def test_holm_matches_statsmodels() -> None:
@@ -375,46 +387,92 @@ def test_holm_matches_statsmodels() -> None:
         ["***", "**", "*", "", ""]
 
 
-def test_wilcoxon_against_reference_with_holm(tmp_path: Path) -> None:
-    subjects = [f"s{i}" for i in range(5)]
-    pairs = [(m, f) for m in subjects for f in subjects if m != f][:12]
-    rng = np.random.default_rng(0)
-    ref = rng.uniform(0.6, 0.8, len(pairs))
-    shifts = {"affine": -0.2 + rng.normal(0, 0.01, len(pairs)),  # always worse
-              "syn": rng.normal(0, 0.05, len(pairs)),  # no real difference
-              "voxelmorph": np.zeros(len(pairs))}  # identical: not testable
-    records = []
-    for method, shift in {"dualprnet": np.zeros(len(pairs)), **shifts}.items():
-        for (m, f), r, s in zip(pairs, ref, shift, strict=True):
-            value = float(r + s) if method != "voxelmorph" else float(r)
-            records.append(record("demo", method, m, f, (value, value), (value, value),
-                                  1.0, 0.0, 0.1, 2.0))
-    # A pair only the reference has is not matched.
-    records.append(record("demo", "dualprnet", "s9", "s8", (0.1, 0.1), (0.1, 0.1),
-                          1.0, 0.0, 0.1, 2.0))
-    per_pair = per_pair_frame(records, tmp_path)
+def complete_design(n_subjects: int, seed: int, effects: dict[str, float],
+                    subject_sd: float = 0.02, pair_sd: float = 0.01
+                    ) -> tuple[list[tuple[str, str]], dict[str, np.ndarray]]:
+    """Every ordered pair of ``n_subjects`` and, per method, a per-pair score: the method's
+    effect, plus a moving- and a fixed-subject effect of its own, plus pair noise."""
+    rng = np.random.default_rng(seed)
+    subjects = [f"s{i}" for i in range(n_subjects)]
+    pairs = [(m, f) for m in subjects for f in subjects if m != f]
+    base = rng.uniform(0.6, 0.8, len(pairs))
+    scores = {}
+    for method, effect in effects.items():
+        moving, fixed = rng.normal(0, subject_sd, (2, n_subjects))
+        index = {s: i for i, s in enumerate(subjects)}
+        scores[method] = np.array([
+            b + effect + moving[index[m]] + fixed[index[f]] + rng.normal(0, pair_sd)
+            for (m, f), b in zip(pairs, base, strict=True)])
+    return pairs, scores
+
+
+def design_frame(pairs: list[tuple[str, str]], scores: dict[str, np.ndarray],
+                 tmp_path: Path) -> pd.DataFrame:
+    records = [record("demo", method, m, f, (float(v), float(v)), (float(v), float(v)),
+                      1.0, 0.0, 0.1, 2.0)
+               for method, values in scores.items()
+               for (m, f), v in zip(pairs, values, strict=True)]
+    return per_pair_frame(records, tmp_path)
+
+
+def pseudo_by_subject_means(pairs: list[tuple[str, str]], d: np.ndarray) -> np.ndarray:
+    """Jackknife pseudo-values of a complete design by the closed form U + 2 (n-1)/(n-2)
+    (m_s - U), m_s the mean over the pairs holding s: computed apart from the module's way."""
+    subjects = sorted({s for pair in pairs for s in pair})
+    n, u = len(subjects), d.mean()
+    means = np.array([d[[s in pair for pair in pairs]].mean() for s in subjects])
+    return u + 2 * (n - 1) / (n - 2) * (means - u)
+
+
+@pytest.mark.parametrize(("n_subjects", "seed"), [(5, 0), (6, 1), (8, 2)])
+def test_subject_level_tests_match_scipy_and_statsmodels(n_subjects: int, seed: int,
+                                                         tmp_path: Path) -> None:
+    """Per run against Dual-PRNet: the pseudo-values, SciPy's exact Wilcoxon and t interval on
+    them, statsmodels' Holm, the TOST from SciPy's one-sided tests."""
+    pairs, scores = complete_design(n_subjects, seed, {
+        "dualprnet": 0.0, "affine": -0.2, "syn": 0.002, "voxelmorph": 0.0})
+    scores["voxelmorph"] = scores["dualprnet"].copy()  # identical: not testable
+    per_pair = design_frame(pairs, scores, tmp_path)
+    # A pair only the reference has is not matched, and its subjects are not counted.
+    extra = per_pair[per_pair["method"] == "dualprnet"].iloc[[0]].assign(moving="x9",
+                                                                           fixed="x8")
+    per_pair = pd.concat([per_pair, extra], ignore_index=True)
     result = stats.compare_to_reference(per_pair, "mean_dice_faim").set_index("method")
     assert list(result.index) == ["affine", "syn", "voxelmorph"]
-    raw = {}
+    raw, tost = {}, {}
     for method in ("affine", "syn"):
-        diff = per_pair_frame_diff(per_pair, method)
-        expected = scipy_stats.wilcoxon(diff)
-        assert result.loc[method, "n"] == len(pairs)
-        assert result.loc[method, "W"] == pytest.approx(expected.statistic)
-        assert result.loc[method, "p_raw"] == pytest.approx(expected.pvalue)
-        assert result.loc[method, "median_difference"] == pytest.approx(np.median(diff))
+        d = scores[method] - scores["dualprnet"]
+        pseudo = pseudo_by_subject_means(pairs, d)
+        expected = scipy_stats.wilcoxon(pseudo, method="exact")
+        row = result.loc[method]
+        assert row["n_subjects"] == n_subjects and row["n_pairs"] == len(pairs)
+        assert row["mean_difference"] == pytest.approx(d.mean())
+        assert row["W"] == pytest.approx(expected.statistic)
+        assert row["p_raw"] == pytest.approx(expected.pvalue)
+        assert row["p_min"] == pytest.approx(2 / 2 ** n_subjects)
+        low, high = scipy_stats.t.interval(0.95, n_subjects - 1, loc=pseudo.mean(),
+                                           scale=scipy_stats.sem(pseudo))
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high))
+        assert low < d.mean() < high  # complete design: centred on the mean over pairs
+        m = stats.EQUIVALENCE_MARGIN
+        tost[method] = max(scipy_stats.wilcoxon(pseudo + m, alternative="greater").pvalue,
+                           scipy_stats.wilcoxon(pseudo - m, alternative="less").pvalue)
+        assert row["p_tost"] == pytest.approx(tost[method])
         raw[method] = expected.pvalue
     holm = multipletests([raw["affine"], raw["syn"]], method="holm")[1]
     assert result.loc["affine", "p_holm"] == pytest.approx(holm[0])
     assert result.loc["syn", "p_holm"] == pytest.approx(holm[1])
-    assert result.loc["affine", "mark"] == "***"  # exact p = 2 / 4096, x2 by Holm
-    assert result.loc["syn", "mark"] == stats.significance_mark(holm[1])
+    tost_holm = multipletests([tost["affine"], tost["syn"]], method="holm")[1]
+    assert result.loc["syn", "p_tost_holm"] == pytest.approx(tost_holm[1])
+    for method in ("affine", "syn"):
+        assert result.loc[method, "mark"] == stats.significance_mark(result.loc[method,
+                                                                                "p_holm"])
+    # Always worse on every subject: the smallest p n subjects allow, times 2 by Holm.
+    assert raw["affine"] == pytest.approx(2 / 2 ** n_subjects)
+    assert result.loc["affine", "verdict"] == ("lower" if 4 / 2 ** n_subjects < 0.05
+                                               else "too few subjects")
     assert np.isnan(result.loc["voxelmorph", "p_raw"]) and result.loc["voxelmorph", "mark"] == ""
-    table = main_table(per_pair, "faim")
-    average = dict(zip(table.cells["Method"], table.cells["Average"], strict=True))
-    assert average["Affine"].endswith("***") and not average["VoxelMorph"].endswith("*")
-    assert not average["Dual-PRNet"].endswith("*")
-    assert "Holm" in table.notes[0] and "\\*\\*\\*" in to_markdown(table)
+    assert result.loc["voxelmorph", "verdict"] == "not testable"
 
     no_reference = per_pair[per_pair["method"] != "dualprnet"]
     assert stats.compare_to_reference(no_reference, "mean_dice_faim").empty
@@ -422,10 +480,91 @@ def test_wilcoxon_against_reference_with_holm(tmp_path: Path) -> None:
     assert stats.wilcoxon_paired([]) == pytest.approx((np.nan, np.nan), nan_ok=True)
 
 
-def per_pair_frame_diff(per_pair: pd.DataFrame, method: str) -> np.ndarray:
-    keyed = per_pair.set_index(["method", "moving", "fixed"])["mean_dice_faim"]
-    run, ref = keyed.loc[method], keyed.loc["dualprnet"]
-    return (run - ref.reindex(run.index)).to_numpy()
+def test_pseudo_values_follow_their_definition() -> None:
+    """The jackknife by its definition, on a complete design, one with a pair missing, and one
+    where a subject is in every pair."""
+    rng = np.random.default_rng(3)
+    pairs = [(m, f) for m in "abcde" for f in "abcde" if m != f]
+    d = rng.normal(0, 1, len(pairs))
+    moving, fixed = zip(*pairs, strict=True)
+    got = stats.subject_pseudo_values(moving, fixed, d)
+    assert list(got.index) == list("abcde")
+    np.testing.assert_allclose(got.to_numpy(), pseudo_by_subject_means(pairs, d))
+    assert got.mean() == pytest.approx(d.mean())
+    incomplete = pairs[1:]
+    d1 = d[1:]
+    got = stats.subject_pseudo_values(*zip(*incomplete, strict=True), d1)
+    for subject in "abcde":
+        without = [v for (m, f), v in zip(incomplete, d1, strict=True) if subject not in (m, f)]
+        assert got[subject] == pytest.approx(5 * d1.mean() - 4 * np.mean(without))
+    atlas = stats.subject_pseudo_values(["a", "b", "c"], ["z", "z", "z"], [0.1, 0.2, 0.3])
+    assert atlas.empty  # z is in every pair
+
+
+def test_subject_level_test_keeps_its_level_where_pairs_and_subject_means_do_not() -> None:
+    """No true difference, random subject effects: a test at 0.05 on the pairs, or on each
+    subject's plain mean, rejects far more often than 5 %; on the pseudo-values it does not."""
+    rng = np.random.default_rng(0)
+    n, repeats = 6, 300
+    pairs = [(m, f) for m in range(n) for f in range(n) if m != f]
+    moving, fixed = (np.array(side) for side in zip(*pairs, strict=True))
+    rejected = {"pairs": 0, "subject means": 0, "pseudo-values": 0}
+    for _ in range(repeats):
+        a, b = rng.normal(0, 1, (2, n))
+        d = a[moving] + b[fixed] + rng.normal(0, 0.5, len(pairs))
+        means = [d[(moving == s) | (fixed == s)].mean() for s in range(n)]
+        pseudo = stats.subject_pseudo_values(moving.astype(str), fixed.astype(str), d)
+        for name, values in (("pairs", d), ("subject means", means), ("pseudo-values", pseudo)):
+            rejected[name] += stats.wilcoxon_paired(values)[1] < 0.05
+    rate = {name: count / repeats for name, count in rejected.items()}
+    assert rate["pairs"] > 0.2 and rate["subject means"] > 0.15, rate
+    assert rate["pseudo-values"] < 0.08, rate
+
+
+def test_tost_and_verdicts() -> None:
+    inside = np.array([0.001, -0.002, 0.003, 0.0, 0.002, -0.001])
+    # All six within the margin on both sides: each one-sided p is 1 / 2^6.
+    assert stats.tost_wilcoxon(inside, 0.02) == pytest.approx(1 / 64)
+    assert stats.tost_wilcoxon(inside + 0.05, 0.02) > 0.5  # outside: no equivalence
+    with pytest.raises(ValueError, match="positive"):
+        stats.tost_wilcoxon(inside, 0.0)
+    assert stats.smallest_p(4) == 0.125 and stats.smallest_p(8) == pytest.approx(0.0078125)
+    assert stats.smallest_p(4, sides=1) == 0.0625
+    assert not stats.attainable(4, 1) and stats.attainable(8, 6) and not stats.attainable(8, 10)
+    assert stats.verdict(0.01, 1.0, -0.1) == "lower"
+    assert stats.verdict(0.01, 0.01, 0.01) == "higher"  # a difference inside the margin
+    assert stats.verdict(0.3, 0.01, 0.001) == "equivalent"
+    assert stats.verdict(0.3, 0.3, 0.001) == "not significantly different"
+    assert stats.verdict(0.3, 0.3, 0.001, attainable=False) == "too few subjects"
+    assert stats.verdict(np.nan, np.nan, np.nan) == "not testable"
+
+
+@pytest.mark.parametrize(("n_subjects", "runs", "note"), [
+    (4, 3, "ordering is descriptive"),  # 0.125 x 2 comparisons
+    (8, 4, ""),  # 0.0078 x 3, and x 6 between every two runs: both below 0.05
+    (8, 5, "no ordering of all the runs"),  # x 4 fine, x 10 between every two runs is not
+])
+def test_descriptive_note_when_no_test_can_succeed(n_subjects: int, runs: int, note: str,
+                                                   tmp_path: Path) -> None:
+    effects = dict(zip(["dualprnet", "affine", "syn", "voxelmorph", "identity"][:runs],
+                       [0.0, -0.2, -0.1, -0.15, -0.3], strict=False))
+    per_pair = design_frame(*complete_design(n_subjects, 0, effects), tmp_path)
+    table = main_table(per_pair, "faim")
+    text = table.notes[0]
+    assert f"n = {n_subjects} subjects" in text and f"n = {n_subjects} subjects" in table.caption
+    if note:
+        assert note in text and f"{stats.smallest_p(n_subjects):.3g}" in text
+    else:
+        assert "descriptive" not in text and "no ordering" not in text
+    if n_subjects == 4:
+        assert "Nor can equivalence be shown" in text
+        assert set(table.stats["verdict"]) == {"too few subjects"}
+        assert not any(c.endswith("*") for c in table.cells["Average"])
+    else:
+        assert set(table.stats["verdict"]) == {"lower"}  # every subject worse, n = 8
+        assert all(table.cells["Average"].iloc[i].endswith("*")
+                   for i, m in enumerate(table.numbers["method"].iloc[:runs])
+                   if m != "dualprnet")
 
 
 # --- figures ------------------------------------------------------------------------------------

@@ -47,6 +47,10 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--kind", choices=TABLE_KINDS, default=TABLE_KINDS[0])
     parser.add_argument("--convention", choices=CONVENTION_CHOICES, default="both",
                         help="region Dice convention(s) (default both)")
+    parser.add_argument("--equivalence-margin", type=float, default=None, metavar="DICE",
+                        help="margin of the equivalence tests (TOST) in the stats and pairwise "
+                             "CSVs, in mean region Dice (default: EQUIVALENCE_MARGIN of "
+                             "regbench.reports.stats)")
     parser.set_defaults(func=run_tables)
 
     parser = subparsers.add_parser(
@@ -139,10 +143,14 @@ def run_aggregate(args: argparse.Namespace) -> int:
 
 
 def run_tables(args: argparse.Namespace) -> int:
+    from regbench.reports.stats import EQUIVALENCE_MARGIN
     from regbench.reports.tables import make_tables
 
+    margin = EQUIVALENCE_MARGIN if args.equivalence_margin is None else args.equivalence_margin
+    if not 0 < margin < 1:
+        raise InputError(f"--equivalence-margin {margin}: must be between 0 and 1 (Dice)")
     for path in make_tables(_load_per_pair(args), args.kind, args.out_dir,
-                            _conventions(args.convention)):
+                            _conventions(args.convention), margin):
         print(path)
     return 0
 

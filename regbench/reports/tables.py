@@ -17,9 +17,12 @@ Three kinds (file stems under the output folder):
 Every cell is "mean ± std" over test pairs with the SAMPLE standard deviation (ddof = 1; a
 single pair has no std). Bold: the best of our rows per column (highest Dice; lowest time,
 folding, SD log J, HD95), judged at the printed precision. Marks on mean Dice: Holm-corrected
-Wilcoxon signed-rank tests against Dual-PRNet (:mod:`regbench.reports.stats`), also written to
-``<stem>_stats.csv`` (``table1_stats.csv`` for the main table); every two runs tested against
-each other, Holm-corrected together per dataset and convention, go to ``<stem>_pairwise.csv``.
+tests against Dual-PRNet with the test subject as the unit (:mod:`regbench.reports.stats`), with
+their confidence intervals and equivalence tests written to ``<stem>_stats.csv``
+(``table1_stats.csv`` for the main table); every two runs tested against each other,
+Holm-corrected together per dataset and convention, go to ``<stem>_pairwise.csv``. The caption
+says the unit and n; a note says when the table has too few subjects for any test to reach
+significance, so that its ordering is descriptive.
 The paper reports the FAIM convention only; its rows sit in the FAIM columns and are repeated,
 marked as FAIM, in merged tables. The synthetic demo has no paper numbers: its tables show the
 paper's LPBA40 rows for orientation, labelled "paper (LPBA40)".
@@ -46,6 +49,7 @@ from regbench.data import protocol
 from regbench.io import InputError, write_text
 from regbench.reports.aggregate import regions, write_csv
 from regbench.reports.stats import (
+    EQUIVALENCE_MARGIN,
     PAIRWISE_COLUMNS,
     STATS_COLUMNS,
     compare_to_reference,
@@ -119,8 +123,10 @@ class Table:
 # --- building -----------------------------------------------------------------------------------
 
 
-def main_table(per_pair: pd.DataFrame, convention: str) -> Table:
-    """The paper's Table 1 for the one dataset of ``per_pair`` in one Dice convention."""
+def main_table(per_pair: pd.DataFrame, convention: str,
+               margin: float = EQUIVALENCE_MARGIN) -> Table:
+    """The paper's Table 1 for the one dataset of ``per_pair`` in one Dice convention
+    (``margin``: of the equivalence tests in :attr:`Table.stats`)."""
     _check_convention(convention)
     dataset = _single_dataset(per_pair)
     metrics = [
@@ -132,7 +138,7 @@ def main_table(per_pair: pd.DataFrame, convention: str) -> Table:
         Metric("log_jacobian_std", "SD log J", "log_jacobian_std", 3, False),
         Metric("hd95_mm", "HD95 (mm)", "mean_hd95", 2, False),
     ]
-    tests = compare_to_reference(per_pair, f"mean_dice_{convention}")
+    tests = compare_to_reference(per_pair, f"mean_dice_{convention}", margin=margin)
     marks = _marks(tests)
     rows, cells = [], []
     for (method, step), runs in _runs(per_pair):
@@ -185,18 +191,20 @@ def main_table(per_pair: pd.DataFrame, convention: str) -> Table:
         "HD95: 95th-percentile Hausdorff distance, mean over regions; a region present in only "
         "one of the warped and fixed label maps (lost or invented by the method) counts as the "
         "diagonal of the image in mm, the worst case. Bold: best of our rows. "
+        f"{_unit_text(per_pair)} "
         f"{_paper_text(dataset, convention, 'the paper, Table 1 and Fig. 4')}")
     if numbers["time_s_mean"].iloc[n_ours:].notna().any():
         caption += " Paper times were measured on the authors' hardware."
-    notes = [footnote(len(tests))] if len(tests) else []
+    notes = [footnote(tests)] if len(tests) else []
     return Table(f"table1_{convention}", numbers, cell_frame, bold,
                  [False] * n_ours + [True] * (len(rows) - n_ours), caption, notes,
                  tests.assign(convention=convention))
 
 
-def dice_table(per_pair: pd.DataFrame, kind: str,
-               conventions: Sequence[str] = CONVENTIONS) -> Table:
-    """The ablation or slice-spacing table: mean Dice per dataset and convention, per run."""
+def dice_table(per_pair: pd.DataFrame, kind: str, conventions: Sequence[str] = CONVENTIONS,
+               margin: float = EQUIVALENCE_MARGIN) -> Table:
+    """The ablation or slice-spacing table: mean Dice per dataset and convention, per run
+    (``margin``: of the equivalence tests in :attr:`Table.stats`)."""
     if kind not in ("ablation", "slice_spacing"):
         raise ValueError(f"kind must be 'ablation' or 'slice_spacing', got {kind!r}")
     for convention in conventions:
@@ -206,7 +214,8 @@ def dice_table(per_pair: pd.DataFrame, kind: str,
     headers = {col: f"{DATASET_NAMES.get(col[0], col[0])} {_convention_title(col[1])}"
                for col in columns}
     tests = _stack_tests([compare_to_reference(per_pair[per_pair["dataset"] == d],
-                                               f"mean_dice_{c}").assign(convention=c)
+                                               f"mean_dice_{c}", margin=margin
+                                               ).assign(convention=c)
                           for d, c in columns])
     marks = {col: _marks(tests[(tests["dataset"] == col[0]) & (tests["convention"] == col[1])])
              for col in columns}
@@ -267,30 +276,39 @@ def dice_table(per_pair: pd.DataFrame, kind: str,
         "labels merged into regions first) of each pair, mean ± sample standard deviation "
         "(ddof = 1) over test pairs ("
         + "; ".join(f"{DATASET_TITLES.get(d, d)}: {_pairs_text(n)}" for d, n in n_pairs.items())
-        + "). Bold: best of our rows." + paper_text)
-    notes = [footnote(int(tests.groupby(["dataset", "convention"]).size().max()))] \
-        if len(tests) else []
+        + f"). Bold: best of our rows. {_unit_text(per_pair)}" + paper_text)
+    notes = [footnote(tests)] if len(tests) else []
     return Table(kind, numbers, cell_frame, bold,
                  [False] * n_ours + [True] * (len(rows) - n_ours), caption, notes, tests)
 
 
 def make_tables(per_pair: pd.DataFrame, kind: str, out_dir: str | os.PathLike,
-                conventions: Sequence[str] = CONVENTIONS) -> list[Path]:
-    """Build the tables of ``kind`` and write every format into ``out_dir``; returns the files."""
+                conventions: Sequence[str] = CONVENTIONS,
+                margin: float = EQUIVALENCE_MARGIN) -> list[Path]:
+    """Build the tables of ``kind`` and write every format into ``out_dir``; returns the files.
+
+    Args:
+        margin: equivalence margin of the TOST, in mean region Dice.
+
+    Raises:
+        ValueError: an unknown ``kind`` or convention, or a margin that is not positive.
+    """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if not margin > 0:
+        raise ValueError(f"equivalence margin must be positive, got {margin}")
     out_dir = Path(out_dir)
     if kind == "main":
-        tables = [main_table(per_pair, c) for c in conventions]
+        tables = [main_table(per_pair, c, margin) for c in conventions]
         stats_stem = "table1_stats"
     else:
-        tables = [dice_table(per_pair, kind, conventions)]
+        tables = [dice_table(per_pair, kind, conventions, margin)]
         stats_stem = f"{kind}_stats"
     written = [path for table in tables for path in write_table(table, out_dir)]
     stats = _stack_tests([t.stats for t in tables])
     write_csv(out_dir / f"{stats_stem}.csv", stats)
     pairwise = _stack_tests([pairwise_tests(per_pair[per_pair["dataset"] == dataset],
-                                            f"mean_dice_{c}").assign(convention=c)
+                                            f"mean_dice_{c}", margin).assign(convention=c)
                              for dataset in sorted(per_pair["dataset"].unique())
                              for c in conventions], PAIRWISE_COLUMNS)
     pairwise_stem = stats_stem.replace("_stats", "_pairwise")
@@ -528,6 +546,16 @@ def _pairs_text(counts: Sequence[int]) -> str:
     if len(counts) == 1:
         return f"{counts[0]} pairs per method"
     return f"{min(counts)}-{max(counts)} pairs per method"
+
+
+def _unit_text(per_pair: pd.DataFrame) -> str:
+    """Caption sentence on the unit of the tests: the subject, with n per dataset."""
+    counts = {d: len(set(rows["moving"]) | set(rows["fixed"]))
+              for d, rows in per_pair.groupby("dataset", sort=False)}
+    n_text = ("n = " + str(next(iter(counts.values()))) if len(counts) == 1 else
+              "; ".join(f"{DATASET_TITLES.get(d, d)}: n = {n}" for d, n in counts.items()))
+    return (f"Tests and confidence intervals take the test subject as the unit ({n_text} "
+            "subjects): the ordered pairs among them share subjects and are not independent.")
 
 
 def _devices_text(ours: pd.DataFrame) -> str:
