@@ -1,4 +1,4 @@
-"""Run the authors' Keras/TensorFlow original of VoxelMorph (voxelmorph 0.2) on given weights.
+"""Run the Keras/TensorFlow model of VoxelMorph release 0.2 (`voxelmorph-0.2`) on given weights.
 
     python keras_voxelmorph.py IN.npz OUT.npy
 
