@@ -400,7 +400,7 @@ def train_disk_full(tmp, dataset, hold):
 
     hold.enter_context(mock.patch("torch.save", no_space))
     return Setup(train_small(dataset.root, tmp / "out"), tmp / "out",
-                 frozenset({"loss.csv"}))  # the log of the steps before
+                 frozenset({"loss.csv", "validation.csv"}))  # the logs of the steps before
 
 
 def demo_data_read_only(tmp, dataset, hold):
