@@ -107,6 +107,8 @@ def claim_run(out_root: str | os.PathLike, identity: Mapping[str, Any],
                 log.warning("%s: deleting a pair of another run (%s)", where, describe(other))
                 if where.is_dir():
                     shutil.rmtree(where)
+                    with contextlib.suppress(OSError):  # the moving subject's folder, if empty
+                        where.parent.rmdir()
                 else:
                     where.unlink()
             write_json(out_root / RUN_RECORD, identity)

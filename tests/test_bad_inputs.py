@@ -229,14 +229,14 @@ def manifest_without_train_split(tmp, dataset, hold):
 
 def diverging_loss(tmp, dataset, hold):
     return Setup(train_small(dataset.root, tmp / "out", "--lr", "1e4", "--warmup-steps", "0"),
-                 tmp / "out", frozenset({"loss.csv"}))  # the log of the steps before
+                 tmp / "out", frozenset({"loss.csv", "validation.csv"}))  # the logs before
 
 
 def diverging_default_network(tmp, dataset, hold):
     """Here neurite's NCC asserted on the NaN warped image before the loss could be checked."""
     return Setup(["train", "dualprnet", "--data", str(dataset.root), "--out", str(tmp / "out"),
                   "--steps", "3", "--lr", "1e4", "--warmup-steps", "0", "--device", "cpu",
-                  "--threads", "1"], tmp / "out", frozenset({"loss.csv"}))
+                  "--threads", "1"], tmp / "out", frozenset({"loss.csv", "validation.csv"}))
 
 
 def finished_model_of_other_data(tmp, dataset, hold):
@@ -400,7 +400,7 @@ def train_disk_full(tmp, dataset, hold):
 
     hold.enter_context(mock.patch("torch.save", no_space))
     return Setup(train_small(dataset.root, tmp / "out"), tmp / "out",
-                 frozenset({"loss.csv"}))  # the log of the steps before
+                 frozenset({"loss.csv", "validation.csv"}))  # the logs of the steps before
 
 
 def demo_data_read_only(tmp, dataset, hold):

@@ -1,4 +1,4 @@
-"""The shared trainer (regbench/training.py), with a small VoxelMorph on the 40x48x40 demo."""
+"""The shared trainer (regbench/training/), with a small VoxelMorph on the 40x48x40 demo."""
 
 from __future__ import annotations
 
