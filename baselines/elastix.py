@@ -140,7 +140,7 @@ class Elastix(Method):
     def register(self, moving: np.ndarray, fixed: np.ndarray,
                  spacing: tuple[float, float, float]) -> np.ndarray:
         transform = self.transform_parameters(moving, fixed, spacing)
-        return dense_field(transform, to_itk(moving, spacing), spacing, self.threads())
+        return dense_field(transform, to_itk(moving, spacing), spacing)
 
     def transform_parameters(self, moving: np.ndarray, fixed: np.ndarray,
                              spacing: tuple[float, float, float]):
@@ -178,8 +178,7 @@ def to_itk(volume: np.ndarray, spacing: tuple[float, float, float]):
     return image
 
 
-def dense_field(transform, moving_image, spacing: tuple[float, float, float],
-                threads: int = 1) -> np.ndarray:
+def dense_field(transform, moving_image, spacing: tuple[float, float, float]) -> np.ndarray:
     """transformix's deformation field of ``transform`` as the suite's ``(3, X, Y, Z)`` voxels.
     """
     import itk
@@ -187,7 +186,6 @@ def dense_field(transform, moving_image, spacing: tuple[float, float, float],
     transformix = itk.TransformixFilter.New(moving_image)
     transformix.SetTransformParameterObject(transform)
     transformix.SetComputeDeformationField(True)
-    transformix.SetNumberOfThreads(threads)
     transformix.SetLogToConsole(False)
     transformix.UpdateLargestPossibleRegion()
     millimetres = itk.array_from_image(transformix.GetOutputDeformationField())  # (Z, Y, X, 3)

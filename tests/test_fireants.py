@@ -27,13 +27,13 @@ def test_grid_coordinates_become_voxel_displacements():
 def test_fireants_runs_on_the_cpu():
     """Its plain PyTorch path, without the fused CUDA operations: a short run on a small pair."""
     torch.set_num_threads(1)
-    shape = (24, 28, 20)
+    shape = (40, 48, 40)
     grid = np.indices(shape, dtype=np.float32)
 
     def blob(centre: tuple[int, int, int]) -> np.ndarray:
         return np.exp(-sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True)) / 30)
 
-    fixed, moving = blob((12, 14, 10)), blob((13, 13, 10))
+    fixed, moving = blob((20, 24, 20)), blob((21, 23, 20))
     method = FireANTs(device="cpu", affine_scales=[2, 1], affine_iterations=[3, 3],
                       iterations=[3, 3, 3])
     assert method.device == torch.device("cpu")
