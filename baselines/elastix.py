@@ -28,6 +28,7 @@ The volumes go to ITK with origin 0 and identity direction, array axis ``a`` as 
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Any, ClassVar
 
 import numpy as np
@@ -183,11 +184,13 @@ def dense_field(transform, moving_image, spacing: tuple[float, float, float]) ->
     """
     import itk
 
-    transformix = itk.TransformixFilter.New(moving_image)
-    transformix.SetTransformParameterObject(transform)
-    transformix.SetComputeDeformationField(True)
-    transformix.SetLogToConsole(False)
-    transformix.UpdateLargestPossibleRegion()
-    millimetres = itk.array_from_image(transformix.GetOutputDeformationField())  # (Z, Y, X, 3)
+    with tempfile.TemporaryDirectory(prefix="regbench-transformix-") as workdir:
+        transformix = itk.TransformixFilter.New(moving_image)
+        transformix.SetTransformParameterObject(transform)
+        transformix.SetComputeDeformationField(True)
+        transformix.SetLogToConsole(False)
+        transformix.SetOutputDirectory(workdir)  # it writes the field there, not in the cwd
+        transformix.UpdateLargestPossibleRegion()
+        millimetres = itk.array_from_image(transformix.GetOutputDeformationField())  # Z, Y, X
     field = np.transpose(millimetres, (3, 2, 1, 0)) / np.asarray(spacing)[:, None, None, None]
     return np.ascontiguousarray(field, dtype=np.float32)

@@ -24,6 +24,7 @@ normalised ``[-1, 1]`` with ``align_corners=True``) become the suite's displacem
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, ClassVar
 
 import numpy as np
@@ -143,8 +144,4 @@ def displacement_from_grid(coords: torch.Tensor, shape: tuple[int, int, int]) ->
 
 def _fused_ops() -> bool:
     """Whether FireANTs' optional fused CUDA operations are installed."""
-    try:
-        import fireants_fused_ops  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("fireants_fused_ops") is not None
