@@ -45,7 +45,7 @@ from regbench.transforms import warp, warp_labels
 log = logging.getLogger(__name__)
 
 METRIC_KEYS = ("dice_faim", "dice_merged", "dice_labels", "mean_dice_faim", "mean_dice_merged",
-               "hd95", "mean_hd95", "folding_percent", "log_jacobian_std")
+               "hd95", "mean_hd95", "folding_percent", "log_jacobian_std", "ndv_percent")
 """Keys of :func:`evaluate_pair`'s metrics dict, in the order of ``metrics.json``."""
 
 RUNTIME_KEYS = ("method", "time_s", "device", "slice_step", "versions", "options")
@@ -77,7 +77,8 @@ def evaluate_pair(
     Returns ``(warped image (X, Y, Z) float32, warped labels (X, Y, Z) int32, metrics)`` where
     ``metrics`` has the :data:`METRIC_KEYS`: Dice per label (keys ``str(label)``) and per region
     (FAIM and merged), HD95 in mm per merged region (``spacing`` mm per voxel), their NaN-ignoring
-    means over regions, and the field's folding percentage and log-Jacobian standard deviation.
+    means over regions, and the field's folding percentage, log-Jacobian standard deviation and
+    non-diffeomorphic volume (% of the grid, :func:`regbench.metrics.non_diffeomorphic_volume`).
     """
     shape = tuple(fixed_labels.shape)
     for name, volume in (("moving image", moving_image), ("moving labels", moving_labels)):
@@ -105,6 +106,7 @@ def evaluate_pair(
         "mean_hd95": metrics.nanmean(hd95.values()),
         "folding_percent": metrics.folding_percent(field),
         "log_jacobian_std": metrics.log_jacobian_std(field),
+        "ndv_percent": metrics.non_diffeomorphic_volume(field),
     }
     return warped, warped_labels, scores
 

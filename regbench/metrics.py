@@ -127,6 +127,85 @@ def log_jacobian_std(field: np.ndarray) -> float:
     return float(np.std(np.log(det)))
 
 
+Offset = tuple[int, int, int]
+
+
+def _corner_edge(axis: int, sign: int) -> tuple[Offset, Offset]:
+    """(head, tail) of the forward (``sign`` 1) or backward (-1) difference along ``axis``."""
+    step = tuple(sign if a == axis else 0 for a in range(3))
+    return (step, (0, 0, 0)) if sign > 0 else ((0, 0, 0), step)
+
+
+NDV_TETRAHEDRA: tuple[tuple[tuple[Offset, Offset], ...], ...] = (
+    *(tuple(_corner_edge(axis, sign) for axis, sign in enumerate(signs))
+      for signs in ((sx, sy, sz) for sx in (1, -1) for sy in (1, -1) for sz in (1, -1))),
+    (((-1, -1, 0), (0, 0, 0)), ((-1, 0, -1), (0, 0, 0)), ((0, -1, -1), (0, 0, 0))),
+    (((1, 1, 0), (0, 0, 0)), ((0, 1, 1), (0, 0, 0)), ((1, 0, 1), (0, 0, 0))),
+)
+"""The 10 tetrahedra of Liu et al.'s NDV (IJCV 2024) at a voxel: 3 edges each, as the (head,
+tail) voxel offsets of the difference ``v(x + head) - v(x + tail)``.
+
+The first 8 are the corner tetrahedra of the two ways to cut the 2x2x2 cubes around the voxel
+into 5: a forward or backward difference along each axis. The last two are the central
+tetrahedra of the two cuts (``J*_1`` and ``J*_2`` in their code). The determinant of a
+tetrahedron's 3 edge vectors is 6 times its signed volume (1 for a corner tetrahedron, 2 for a
+central one, under the identity map)."""
+
+
+def non_diffeomorphic_volume(field: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Non-diffeomorphic volume (NDV) of ``x -> x + u(x)`` in % of the volume, as LUMIR scores it.
+
+    Liu et al., "On finite difference Jacobian computation in deformable image registration"
+    (IJCV 2024), the measure of Learn2Reg 2024's LUMIR task: the 2x2x2 cube of voxels around each
+    voxel is cut into 5 tetrahedra in each of 2 ways (:data:`NDV_TETRAHEDRA`); every tetrahedron
+    that the map turns inside out contributes its negative volume, halved since the two cuts
+    cover the cube twice. Their sum over the voxels, divided by the number of voxels, is the
+    fraction of the volume that is not mapped diffeomorphically. Unlike :func:`folding_percent`
+    it counts how much is folded, not how many voxels, and a fold that central differences step
+    over still counts. Only voxels with all 26 neighbours inside the grid are scored, as in
+    LUMIR's evaluation.
+
+    Args:
+        field: Displacement ``(3, X, Y, Z)`` in voxel units (pull convention).
+        mask: Boolean ``(X, Y, Z)``: the voxels scored and counted (LUMIR: the brain); ``None``
+            scores every voxel.
+
+    Returns:
+        NDV in % of the scored voxels' volume; NaN when no voxel is scored (an empty mask, or
+        fewer than 3 voxels along an axis).
+
+    Raises:
+        ValueError: If the field is not ``(3, X, Y, Z)`` or the mask has another shape.
+    """
+    field = np.asarray(field, dtype=np.float64)
+    if field.ndim != 4 or field.shape[0] != 3:
+        raise ValueError(f"field must have shape (3, X, Y, Z), got {field.shape}")
+    if mask is not None:
+        _check_same_shape(mask, field[0])
+    inner = tuple(slice(1, n - 1) for n in field.shape[1:])
+    weights = (np.ones(field.shape[1:]) if mask is None
+               else np.asarray(mask, dtype=bool).astype(np.float64))[inner]
+    if not weights.any():
+        return float("nan")
+    mapped = field + np.indices(field.shape[1:], dtype=np.float64)
+
+    def at(offset: tuple[int, int, int]) -> np.ndarray:
+        return mapped[(slice(None), *(slice(1 + o, n - 1 + o)
+                                      for o, n in zip(offset, field.shape[1:], strict=True)))]
+
+    inverted = 0.0  # 6 x the volume of the inverted tetrahedra, both cuts
+    for edges in NDV_TETRAHEDRA:
+        det = _det3(*(at(head) - at(tail) for head, tail in edges))
+        inverted += float(np.sum(np.maximum(-det, 0.0) * weights))
+    return 100.0 * (0.5 * inverted / 6.0) / float(weights.sum())
+
+
+def _det3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Determinant of the 3x3 matrices whose rows are the vectors ``a, b, c`` ``(3, ...)``."""
+    return (a[0] * (b[1] * c[2] - b[2] * c[1]) - a[1] * (b[0] * c[2] - b[2] * c[0])
+            + a[2] * (b[0] * c[1] - b[1] * c[0]))
+
+
 def image_diagonal(shape: Sequence[int], spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> float:
     """Diagonal in mm of the field of view of a grid: ``sqrt(sum((n_a * spacing_a) ** 2))``.
 
@@ -193,6 +272,23 @@ def region_hd95(pred: np.ndarray, target: np.ndarray, regions: Mapping[str, Sequ
     pred_regions, target_regions = relabel(pred, regions), relabel(target, regions)
     return {name: hd95(pred_regions == index, target_regions == index, spacing)
             for index, name in enumerate(regions, start=1)}
+
+
+DICE30_QUANTILE = 0.3
+"""Learn2Reg's robustness score DSC30 is this quantile of the per-case Dice."""
+
+
+def dice30(values: Iterable[float]) -> float:
+    """Learn2Reg's DSC30 of per-pair mean Dice: their 30th percentile, the robustness score.
+
+    As in Learn2Reg's evaluation code (MDL-UzL/L2R ``evaluation/evaluation.py`` and LUMIR's
+    ``L2R_LUMIR_Eval/evaluation.py``: the aggregate ``"30"`` is ``quantile(.3)`` of the cases),
+    with NumPy's default linear interpolation between order statistics. NaN values are left
+    out; NaN when none is left.
+    """
+    array = np.asarray(list(values), dtype=np.float64)
+    array = array[np.isfinite(array)]
+    return float(np.quantile(array, DICE30_QUANTILE)) if len(array) else float("nan")
 
 
 def nanmean(values: Iterable[float]) -> float:

@@ -73,6 +73,7 @@ def test_identity_field_on_the_same_subject_is_perfect(dataset, tmp_path):
     assert record["mean_dice_faim"] == record["mean_dice_merged"] == 1.0
     assert record["hd95"] == {"Front": 0.0, "Back": 0.0} and record["mean_hd95"] == 0.0
     assert record["folding_percent"] == 0.0 and record["log_jacobian_std"] == 0.0
+    assert record["ndv_percent"] == 0.0
     # Files: the warped volumes on the dataset grid, equal to the inputs; metrics.json as returned.
     assert sorted(p.name for p in out.iterdir()) == [
         "metrics.json", "warped.nii.gz", "warped_labels.nii.gz"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from scipy.spatial.distance import cdist
 
 from regbench.metrics import (
     LOG_JACOBIAN_EPS,
+    dice30,
     dice_per_label,
     folding_percent,
     hd95,
@@ -17,6 +19,7 @@ from regbench.metrics import (
     jacobian_determinant,
     log_jacobian_std,
     nanmean,
+    non_diffeomorphic_volume,
     region_dice_faim,
     region_dice_merged,
     region_hd95,
@@ -147,6 +150,57 @@ def test_folding_field_folds_a_known_fraction_of_voxels():
     assert folding_percent(field) == pytest.approx(100 * 5 / n)
     # Folded voxels are clipped to 1e-9: half the log determinants are 0, half log(1e-9).
     assert log_jacobian_std(field) == pytest.approx(-math.log(LOG_JACOBIAN_EPS) / 2)
+
+
+LUMIR_REFERENCE = Path(__file__).parent / "data" / "ndv_lumir_reference.npz"
+"""Three random fields (3, 14, 12, 10) with a brain-like ellipsoid mask, and their NDV (%) as
+LUMIR's published evaluation code computes it: JHU-MedImage-Reg/LUMIR_L2R at commit 9b88e630,
+``L2R_LUMIR_Eval/digital_diffeomorphism.py`` (``calc_jac_dets`` of displacement + identity grid,
+``calc_measurements``), divided by the mask's voxel count x 100 as its ``evaluation.py`` does;
+``ndv_percent`` without a mask (all ones), ``ndv_percent_masked`` with it. Run outside the
+project with scipy 1.15.3."""
+
+
+def test_ndv_matches_lumirs_evaluation_code():
+    reference = np.load(LUMIR_REFERENCE)
+    fields, mask = reference["fields"], reference["mask"]
+    assert len(fields) >= 3 and (reference["ndv_percent"] > 0).all()
+    ours = [non_diffeomorphic_volume(f) for f in fields]
+    masked = [non_diffeomorphic_volume(f, mask) for f in fields]
+    # Largest difference found: 1.8e-15 (percentage points).
+    np.testing.assert_allclose(ours, reference["ndv_percent"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(masked, reference["ndv_percent_masked"], rtol=1e-12, atol=1e-12)
+
+
+def test_ndv_of_smooth_and_reflected_maps():
+    assert non_diffeomorphic_volume(np.zeros((3, *SHAPE))) == 0.0
+    grid = np.indices(SHAPE, dtype=np.float64)
+    shear = np.zeros((3, *SHAPE))
+    shear[0] = 0.4 * grid[1]  # a linear map with det 1: no tetrahedron inverted
+    assert non_diffeomorphic_volume(shear) == 0.0
+    # x_0 -> -x_0 inverts every tetrahedron: the whole volume is non-diffeomorphic.
+    reflection = np.zeros((3, *SHAPE))
+    reflection[0] = -2 * grid[0]
+    assert non_diffeomorphic_volume(reflection) == pytest.approx(100.0)
+    assert math.isnan(non_diffeomorphic_volume(reflection, np.zeros(SHAPE, dtype=bool)))
+    assert math.isnan(non_diffeomorphic_volume(np.zeros((3, 2, 5, 5))))
+
+
+def test_ndv_sees_the_checkerboard_fold_central_differences_miss():
+    """u_0 = +-0.75 alternating along axis 0: central differences see slope 1 everywhere (no
+    folding), yet every other forward difference is 1 - 1.5 < 0: half the corner tetrahedra
+    fold."""
+    field = np.zeros((3, *SHAPE))
+    field[0] = 0.75 * (-1.0) ** np.arange(SHAPE[0])[:, None, None]
+    assert (jacobian_determinant(field)[1:-1] == 1.0).all()  # inside: central differences
+    assert non_diffeomorphic_volume(field) > 1.0
+
+
+def test_dice30_is_learn2regs_30th_percentile():
+    values = [0.9, 0.1, 0.5, float("nan"), 0.7, 0.3]
+    # Position 0.3 x (5 - 1) = 1.2 of the 5 sorted values: a fifth of the way from 0.3 to 0.5.
+    assert dice30(values) == pytest.approx(0.3 + 0.2 * (0.5 - 0.3))
+    assert math.isnan(dice30([float("nan")]))
 
 
 def test_jacobian_rejects_bad_shapes():

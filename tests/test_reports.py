@@ -760,3 +760,22 @@ def test_learning_curves_figure_from_training_logs(demo_dataset, tmp_path: Path)
         assert (stem.parent / f"learning_curves.{ext}").stat().st_size > 1000
     assert cli(["figure-learning-curves", "--model-dir", f"X={tmp_path}",
                 "--out-stem", str(stem)]) == 2
+
+
+def test_main_table_has_dice30_and_ndv_and_reads_files_without_ndv(tmp_path: Path) -> None:
+    records = [{**rec, "ndv_percent": 0.01 * i} for i, rec in enumerate(hand_records())]
+    table = main_table(per_pair_frame(records, tmp_path), "faim")
+    headers = list(table.cells.columns)
+    assert headers.index("Dice30") == headers.index("Average") + 1 and "NDV (%)" in headers
+    ours = table.numbers[table.numbers["source"] == "ours"].set_index("method")
+    for method, values in HAND.items():
+        means = [float(np.mean(pair)) for pair in values["faim"]]
+        assert ours.loc[method, "dice30"] == pytest.approx(np.quantile(means, 0.3))
+    assert ours.loc["dualprnet", "ndv_percent_mean"] == pytest.approx(0.01)  # pairs 0, 1, 2
+    assert ours.loc["syn", "ndv_percent_mean"] == pytest.approx(0.04)  # pairs 3, 4, 5
+    # A per_pair.csv written before NDV existed: the column reads as empty, the table shows "–".
+    old = tmp_path / "old.csv"
+    per_pair_frame(hand_records(), tmp_path, "older").drop(columns="ndv_percent").to_csv(
+        old, index=False)
+    cells = main_table(read_per_pair([old]), "faim").cells
+    assert (cells.loc[cells["Source"] == "ours", "NDV (%)"] == "–").all()

@@ -412,3 +412,23 @@ def test_new_settings_or_new_data_retrain_with_no_manual_step(tmp_path):
     assert new_data["resumed_at"] == []  # not from step 4 of the run on the old data
     assert new_data["dataset"]["fingerprint"] != more_steps["dataset"]["fingerprint"]
     assert new_data["dataset"]["train"] == more_steps["dataset"]["train"]
+
+
+def test_learn2reg_folder_is_a_method_by_one_rule_file(tmp_path):
+    """workflow/rules/methods/learn2reg_import.smk: one import job per dataset, experiment and
+    Learn2Reg method, then the usual scoring job of its run."""
+    folder = tmp_path / "l2r"
+    folder.mkdir()
+    main = yaml.safe_load(CI.read_text())["experiments"]["main"]["methods"]
+    entries = {name: {"rule_file": "workflow/rules/methods/learn2reg_import.smk",
+                      "label": name.upper(), "options": {"learn2reg_folder": str(folder)}}
+               for name in ("entry-a", "entry-b")}
+    extra = overlay(tmp_path, "l2r.yaml", {
+        "methods": entries, "experiments": {"main": {"methods": [*main, *entries]}}})
+    jobs = dry_run_jobs("--configfile", str(CI), extra)
+    imports = collections.Counter((rule, w["entry"]) for rule, w in jobs
+                                  if rule.startswith("learn2reg_import_"))
+    assert imports == {(f"learn2reg_import_{d}", e): 1 for d in ("demo",) for e in entries}
+    scored = collections.Counter(rule.removeprefix("evaluate_") for rule, w in jobs
+                                 if rule.startswith("evaluate_") and w["run"] in entries)
+    assert dict(scored) == {"demo": 2}

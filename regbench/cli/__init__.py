@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "regbench.cli.methods",
     "regbench.cli.evaluate",
     "regbench.cli.export",
+    "regbench.cli.learn2reg",
     "regbench.cli.report",
 )
 

@@ -27,12 +27,15 @@ log = logging.getLogger(__name__)
 BASE_COLUMNS: tuple[str, ...] = (
     "dataset", "experiment", "method", "label", "moving", "fixed", "time_s", "device",
     "slice_step", "folding_percent", "log_jacobian_std", "mean_dice_faim", "mean_dice_merged",
-    "mean_hd95")
+    "mean_hd95", "ndv_percent")
+OPTIONAL_COLUMNS: tuple[str, ...] = ("ndv_percent",)
+"""Columns added after the first release: a record or ``per_pair.csv`` without them reads as
+NaN (empty cells), so results scored before keep their tables."""
 REGION_GROUPS: tuple[str, ...] = ("dice_faim", "dice_merged", "hd95")
 """Per-region metrics of a record; each becomes ``<group>/<Region>`` columns."""
 NUMERIC_COLUMNS: tuple[str, ...] = (
     "time_s", "folding_percent", "log_jacobian_std", "mean_dice_faim", "mean_dice_merged",
-    "mean_hd95")
+    "mean_hd95", "ndv_percent")
 REQUIRED_KEYS: tuple[str, ...] = (
     "method", "moving", "fixed", "dice_faim", "dice_merged", "hd95", "mean_dice_faim",
     "mean_dice_merged", "mean_hd95", "folding_percent", "log_jacobian_std")
@@ -102,6 +105,9 @@ def read_per_pair(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
                                              "device": str})
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
             raise InputError(f"{path}: not a readable CSV ({err})") from None
+        for column in OPTIONAL_COLUMNS:
+            if column not in frame.columns:
+                frame[column] = float("nan")
         missing = [c for c in BASE_COLUMNS if c not in frame.columns]
         if missing:
             raise InputError(f"{path}: not a per_pair.csv, missing columns {missing}")

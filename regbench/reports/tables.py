@@ -4,10 +4,12 @@ Three kinds (file stems under the output folder):
 
 * ``main`` -> ``table1_faim`` and/or ``table1_merged``: the paper's Table 1 for one dataset.
   Rows: our runs in report order, then the paper's numbers as reference rows (``Source``
-  "paper"). Columns: each region's Dice, ``Average`` (each pair's mean region Dice), time per
-  pair (s; devices in the caption), folding (% voxels with a non-positive Jacobian
-  determinant), SD of log Jacobian, HD95 (mm, mean over regions; a region in only one of the
-  warped and fixed label maps counts as the image diagonal, the worst case), test pairs.
+  "paper"). Columns: each region's Dice, ``Average`` (each pair's mean region Dice),
+  ``Dice30`` (the 30th percentile of those means, Learn2Reg's robustness score; ``dice30`` in
+  the CSV), time per pair (s; devices in the caption), folding (% voxels with a non-positive
+  Jacobian determinant), SD of log Jacobian, NDV (non-diffeomorphic volume, %), HD95 (mm, mean
+  over regions; a region in only one of the warped and fixed label maps counts as the image
+  diagonal, the worst case), test pairs.
 * ``ablation`` -> ``ablation``: the ablation runs; one column of mean Dice per dataset and
   convention; paper rows from :data:`~regbench.data.protocol.PAPER_ABLATION`.
 * ``slice_spacing`` -> ``slice_spacing``: runs at each slice step (Dual-PRNet at 1 and 8);
@@ -47,6 +49,7 @@ import pandas as pd
 
 from regbench.data import protocol
 from regbench.io import InputError, write_text
+from regbench.metrics import dice30
 from regbench.reports.aggregate import regions, write_csv
 from regbench.reports.stats import (
     EQUIVALENCE_MARGIN,
@@ -136,6 +139,7 @@ def main_table(per_pair: pd.DataFrame, convention: str,
         Metric("time_s", "Time (s)", "time_s", 2, False),
         Metric("folding_percent", "Folding (%)", "folding_percent", 3, False),
         Metric("log_jacobian_std", "SD log J", "log_jacobian_std", 3, False),
+        Metric("ndv_percent", "NDV (%)", "ndv_percent", 4, False),
         Metric("hd95_mm", "HD95 (mm)", "mean_hd95", 2, False),
     ]
     tests = compare_to_reference(per_pair, f"mean_dice_{convention}", margin=margin)
@@ -151,6 +155,8 @@ def main_table(per_pair: pd.DataFrame, convention: str,
             mean, std = _mean_std(values)
             row[f"{metric.key}_mean"], row[f"{metric.key}_std"] = mean, std
             text[metric.header] = _mean_std_text(mean, std, metric.digits)
+        row["dice30"] = dice30(runs[f"mean_dice_{convention}"].to_numpy(dtype=float))
+        text["Dice30"] = _mean_std_text(row["dice30"], math.nan, 3)
         mark = marks.get((method, step), ("", math.nan))
         row["p_holm"], row["mark"] = mark[1], mark[0]
         text["Average"] += mark[0]
@@ -170,16 +176,19 @@ def main_table(per_pair: pd.DataFrame, convention: str,
             row[f"{metric.key}_std"] = math.nan
             text[metric.header] = _mean_std_text(row[f"{metric.key}_mean"], math.nan,
                                                  metric.digits)
+        row["dice30"], text["Dice30"] = math.nan, MISSING
         text["Pairs"] = MISSING
         rows.append(row)
         cells.append(text)
     numbers = pd.DataFrame(rows, columns=[
         "source", "method", "label", "slice_step", "n", "device",
-        *(f"{m.key}_{s}" for m in metrics for s in ("mean", "std")), "p_holm", "mark"])
-    cell_frame = pd.DataFrame(cells, columns=["Method", "Source",
-                                              *(m.header for m in metrics), "Pairs"])
-    bold = _best(numbers, cell_frame, n_ours,
-                 {m.header: (m.key, m.digits, m.higher_is_better) for m in metrics})
+        *(f"{m.key}_{s}" for m in metrics for s in ("mean", "std")), "dice30", "p_holm", "mark"])
+    headers = [m.header for m in metrics]
+    headers.insert(headers.index("Average") + 1, "Dice30")
+    cell_frame = pd.DataFrame(cells, columns=["Method", "Source", *headers, "Pairs"])
+    bold = _best(numbers.assign(dice30_mean=numbers["dice30"]), cell_frame, n_ours,
+                 {"Dice30": ("dice30", 3, True),
+                  **{m.header: (m.key, m.digits, m.higher_is_better) for m in metrics}})
     n_pairs = sorted(set(numbers["n"].iloc[:n_ours].astype(int)))
     caption = (
         f"Registration of {DATASET_TITLES.get(dataset, dataset)} test pairs "
@@ -190,7 +199,10 @@ def main_table(per_pair: pd.DataFrame, convention: str,
         "Jacobian determinant; SD log J: standard deviation of the log Jacobian determinant; "
         "HD95: 95th-percentile Hausdorff distance, mean over regions; a region present in only "
         "one of the warped and fixed label maps (lost or invented by the method) counts as the "
-        "diagonal of the image in mm, the worst case. Bold: best of our rows. "
+        "diagonal of the image in mm, the worst case. Dice30: 30th percentile of the pairs' "
+        "mean region Dice (Learn2Reg's robustness score). NDV: non-diffeomorphic volume, % of "
+        "the grid's volume in inverted tetrahedra (Liu et al., IJCV 2024; LUMIR's measure). "
+        "Bold: best of our rows. "
         f"{_unit_text(per_pair)} "
         f"{_paper_text(dataset, convention, 'the paper, Table 1 and Fig. 4')}")
     if numbers["time_s_mean"].iloc[n_ours:].notna().any():

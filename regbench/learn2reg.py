@@ -1,0 +1,162 @@
+"""The Learn2Reg displacement-field format: read a folder of Learn2Reg fields into the suite's
+pair folders, and write the suite's fields as one.
+
+Learn2Reg (and LUMIR, its 2024 brain task) scores a submission as a folder of one file per pair,
+``disp_<fixed>_<moving>.nii.gz`` (or ``.npz`` holding ``arr_0``): the displacement on the fixed
+grid as an ``(X, Y, Z, 3)`` array, component ``c`` along array axis ``c`` in voxels, which pulls
+the moving image: their evaluation warps the moving labels with
+``map_coordinates(moving, identity + disp, order=0)`` (MDL-UzL/L2R ``evaluation/utils.py`` and
+JHU-MedImage-Reg/LUMIR_L2R ``L2R_LUMIR_Eval/evaluation.py``, which also takes ``(3, X, Y, Z)``).
+That is the suite's own convention (:mod:`regbench.transforms`), so the values pass unchanged:
+only the layout and the names differ. The NIfTI affine of a Learn2Reg field is not used by
+Learn2Reg; the suite writes the fixed image's and reads the dataset's.
+
+Learn2Reg names subjects by their 4-digit case numbers; the suite uses its own subject IDs in
+the same pattern, so the files of a pair are found without parsing names.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from regbench.data.dataset import Dataset
+from regbench.io import InputError, atomic_path, output_lock, read_field, write_field, write_json
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".nii.gz", ".npz")
+"""The file types Learn2Reg's evaluation reads, in the order it looks for them."""
+
+
+def learn2reg_stem(moving: str, fixed: str) -> str:
+    """Learn2Reg's name of the field of a pair, without suffix: ``disp_<fixed>_<moving>``."""
+    return f"disp_{fixed}_{moving}"
+
+
+def read_learn2reg_field(path: str | os.PathLike, shape: Sequence[int]) -> np.ndarray:
+    """One Learn2Reg displacement file as the suite's field ``(3, X, Y, Z)`` float32 (voxels).
+
+    Args:
+        path: ``.nii.gz`` (or ``.nii``) or ``.npz`` (array ``arr_0``), ``(X, Y, Z, 3)`` or
+            ``(3, X, Y, Z)``.
+        shape: ``(X, Y, Z)`` of the fixed grid.
+
+    Returns:
+        The field, components first.
+
+    Raises:
+        InputError: If the file is unreadable, holds NaN or Inf, or fits neither layout.
+    """
+    path = Path(path)
+    shape = tuple(int(s) for s in shape)
+    if path.name.endswith(".npz"):
+        try:
+            with np.load(path) as archive:
+                data = np.asarray(archive["arr_0"], dtype=np.float32)
+        except (OSError, ValueError, KeyError) as err:
+            raise InputError(f"{path}: not a Learn2Reg .npz with an array arr_0 ({err})") from None
+    else:
+        data = np.moveaxis(read_field(path)[0], 0, -1)  # read_field checks file and values
+    if data.shape == (*shape, 3):
+        data = np.moveaxis(data, -1, 0)
+    elif data.shape != (3, *shape):
+        raise InputError(f"{path}: displacement of shape {data.shape} fits neither "
+                         f"{(*shape, 3)} nor {(3, *shape)} of the fixed grid")
+    if not np.all(np.isfinite(data)):
+        raise InputError(f"{path}: displacement field holds NaN or Inf values")
+    return np.ascontiguousarray(data, dtype=np.float32)
+
+
+def find_learn2reg_file(folder: str | os.PathLike, moving: str, fixed: str) -> Path:
+    """The file of a pair in a Learn2Reg folder (``.nii.gz`` first, as Learn2Reg looks).
+
+    Raises:
+        InputError: If the folder has no file for the pair.
+    """
+    stem = learn2reg_stem(moving, fixed)
+    for suffix in SUFFIXES:
+        path = Path(folder) / f"{stem}{suffix}"
+        if path.is_file():
+            return path
+    raise InputError(f"{folder}: no Learn2Reg field {stem}.nii.gz (or .npz) for moving "
+                     f"{moving!r} and fixed {fixed!r}")
+
+
+def import_learn2reg(folder: str | os.PathLike, dataset: Dataset,
+                     pairs: Sequence[tuple[str, str]], out_root: str | os.PathLike,
+                     method: str, label: str | None = None) -> list[Path]:
+    """Turn a folder of Learn2Reg fields into the suite's pair folders of one run.
+
+    Every pair's file is found and read before anything is written. Each pair folder
+    ``out_root/{moving}/{fixed}/`` then gets ``field.nii.gz`` and a ``runtime.json`` naming
+    ``method`` (and ``label``), with time and device ``null``: Learn2Reg files do not say them.
+
+    Args:
+        folder: The Learn2Reg folder.
+        dataset: The prepared dataset whose grid the fields are on.
+        pairs: ``(moving, fixed)`` subject IDs.
+        out_root: The run folder, e.g. ``results/demo/pairs/main/<method>``.
+        method: The run's method name.
+        label: How tables name it (default: the method name).
+
+    Returns:
+        The ``field.nii.gz`` paths written, in pair order.
+
+    Raises:
+        InputError: If the folder is missing, lacks a pair's file, or a file is bad.
+    """
+    if not Path(folder).is_dir():
+        raise InputError(f"{folder}: not a folder")
+    fields = [read_learn2reg_field(find_learn2reg_file(folder, m, f), dataset.shape)
+              for m, f in pairs]
+    runtime = {"method": method, "label": label or method, "time_s": None, "device": None,
+               "options": {"learn2reg_folder": str(folder)}, "slice_step": 1}
+    written = []
+    for (moving, fixed), field in zip(pairs, fields, strict=True):
+        with output_lock(Path(out_root) / moving / fixed) as pair_folder:
+            write_field(pair_folder / "field.nii.gz", field, dataset.affine)
+            write_json(pair_folder / "runtime.json", runtime)
+        written.append(Path(out_root) / moving / fixed / "field.nii.gz")
+    log.info("imported %d Learn2Reg fields of %s from %s into %s", len(written), method, folder,
+             out_root)
+    return written
+
+
+def export_learn2reg(run_root: str | os.PathLike, pairs: Sequence[tuple[str, str]],
+                     out_dir: str | os.PathLike) -> list[Path]:
+    """Write the suite's fields of a run as a Learn2Reg folder.
+
+    Args:
+        run_root: The run folder holding ``{moving}/{fixed}/field.nii.gz``.
+        pairs: ``(moving, fixed)`` subject IDs.
+        out_dir: The Learn2Reg folder (made if missing).
+
+    Returns:
+        The ``disp_<fixed>_<moving>.nii.gz`` files written: ``(X, Y, Z, 3)`` float32 in voxels,
+        with the field's affine.
+
+    Raises:
+        InputError: If a pair's field is missing or bad (the pairs before it are written).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for moving, fixed in pairs:
+        source = Path(run_root) / moving / fixed / "field.nii.gz"
+        if not source.is_file():
+            raise InputError(f"{source}: no field for moving {moving!r} and fixed {fixed!r}")
+        field, affine = read_field(source)
+        image = nib.Nifti1Image(np.ascontiguousarray(np.moveaxis(field, 0, -1)), affine)
+        image.header.set_xyzt_units("mm")
+        path = out_dir / f"{learn2reg_stem(moving, fixed)}.nii.gz"
+        with atomic_path(path) as tmp:
+            nib.save(image, str(tmp))
+        written.append(path)
+    log.info("exported %d fields of %s to %s", len(written), run_root, out_dir)
+    return written
