@@ -50,6 +50,7 @@ import pandas as pd
 from regbench.data import protocol
 from regbench.io import InputError, write_text
 from regbench.metrics import dice30
+from regbench.naming import CONVENTIONS, TABLE_KINDS
 from regbench.reports.aggregate import regions, write_csv
 from regbench.reports.stats import (
     EQUIVALENCE_MARGIN,
@@ -69,15 +70,12 @@ from regbench.reports.style import (
 
 log = logging.getLogger(__name__)
 
-KINDS = ("main", "ablation", "slice_spacing")
-CONVENTIONS = ("faim", "merged")
 CONVENTION_TEXT = {
     "faim": "FAIM convention: Dice of each label, averaged within each region",
     "merged": "merged convention: labels merged into regions before Dice",
 }
-DATASET_TITLES = {"lpba40": "LPBA40", "mindboggle101": "Mindboggle101",
-                  "demo": "the synthetic demo"}
-"""Dataset names in captions."""
+DATASET_TITLES = {**DATASET_NAMES, "demo": "the synthetic demo"}
+"""Dataset names in captions (the vocabulary's, the demo said in full)."""
 PAPER_SLICE_STEP = 8
 """The paper's large slice spacing: 192 -> 24 slices of the moving volume."""
 PAPER_DATASET = {"demo": "lpba40"}
@@ -305,8 +303,8 @@ def make_tables(per_pair: pd.DataFrame, kind: str, out_dir: str | os.PathLike,
     Raises:
         ValueError: an unknown ``kind`` or convention, or a margin that is not positive.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind not in TABLE_KINDS:
+        raise ValueError(f"kind must be one of {TABLE_KINDS}, got {kind!r}")
     if not margin > 0:
         raise ValueError(f"equivalence margin must be positive, got {margin}")
     out_dir = Path(out_dir)
