@@ -685,18 +685,16 @@ def test_figure_warped_cli(tiny_dataset: Path, tmp_path: Path) -> None:
 def test_figure_pyramid_cli(tiny_dataset: Path, tmp_path: Path,
                             monkeypatch: pytest.MonkeyPatch) -> None:
     dualprnet = pytest.importorskip("regbench.models.dualprnet")
-    import regbench.training
+    from regbench.training.checkpoint import CHECKPOINT_FORMAT
 
     options = {"encoder_channels": (4, 4, 4, 4), "decoder_channels": 4}
     method = dualprnet.DualPRNet(**options)
     torch.manual_seed(0)
     network = method.build_network()
     checkpoint = tmp_path / "model.pt"
-    torch.save({"method": "dualprnet", "options": {**method.options},
-                "network": network.state_dict()}, checkpoint)
-    # The trainer's checkpoint reader may not exist yet: stand in with torch.load.
-    monkeypatch.setattr(regbench.training, "load_checkpoint",
-                        lambda path: torch.load(path, weights_only=False), raising=False)
+    # the trainer's format, as a finished run of one step writes it
+    torch.save({"format": CHECKPOINT_FORMAT, "method": "dualprnet", "options": {**method.options},
+                "config": {"steps": 1}, "step": 1, "network": network.state_dict()}, checkpoint)
     out = tmp_path / "fig2" / "pyramid"
     assert cli(["figure-pyramid", "--data", str(tiny_dataset), "--moving", "t1", "--fixed",
                 "t2", "--checkpoint", str(checkpoint), "--out-stem", str(out),
