@@ -347,6 +347,23 @@ def read_on_grid(path: str | os.PathLike, kind: Literal["image", "labels"],
     return data
 
 
+def make_folder(folder: str | os.PathLike, what: str) -> Path:
+    """``folder``, created with its parents if missing.
+
+    Raises:
+        InputError: ``folder`` is a file, or cannot be created (naming it as ``what``).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: exists and is not a folder; give another {what}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"{folder}: cannot create the {what} ({err.strerror}); give a "
+                         "writable one") from None
+    return folder
+
+
 @contextlib.contextmanager
 def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
     """Hold the one-writer lock of an output folder (made if missing) while the block runs.
@@ -358,14 +375,7 @@ def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
     Raises:
         InputError: ``folder`` is a file or cannot be written, or another process holds its lock.
     """
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"{folder}: exists and is not a folder; give another output folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"{folder}: cannot create the output folder ({err.strerror}); give "
-                         "a writable one") from None
+    folder = make_folder(folder, "output folder")
     with exclusive(folder / LOCK_FILE, f"{folder}: another regbench process is writing "
                                        "into this folder; wait for it or give another one"):
         for leftover in folder.iterdir():

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from regbench.io import InputError, read_json, write_json
+from regbench.io import InputError, make_folder, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +76,7 @@ def claim_run(out_root: str | os.PathLike, identity: Mapping[str, Any],
             ``replace``), a process of another identity registers into it, or it cannot be
             written.
     """
-    out_root = Path(out_root)
-    if out_root.exists() and not out_root.is_dir():
-        raise InputError(f"{out_root}: exists and is not a folder; give another run folder")
-    try:
-        out_root.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"{out_root}: cannot create the run folder ({err.strerror}); give a "
-                         "writable one") from None
+    out_root = make_folder(out_root, "run folder")
     identity = identity_of(identity)
     record_lock = _open_lock(out_root / RECORD_LOCK)
     active = None
