@@ -36,13 +36,15 @@ def write_synthetic_layout(raw: Path, subjects: list[str]) -> None:
 @pytest.mark.slow
 def test_cpu_configuration_end_to_end_on_a_synthetic_layout(tmp_path):
     config = yaml.safe_load(CPU_CONFIG.read_text())
-    splits = config["datasets"]["mindboggle101"]["splits"]
+    # the configuration's own subjects, fewer of each split (2 test subjects: 2 ordered pairs)
+    splits = {split: subjects[:count] for (split, subjects), count in
+              zip(config["datasets"]["mindboggle101"]["splits"].items(), (3, 2, 2), strict=True)}
     subjects = [s for split in ("train", "val", "test") for s in splits[split]]
     work = tmp_path / "work"
     raw = work / "raw" / "mindboggle101"
     write_synthetic_layout(raw, subjects)
     tiny = overlay(tmp_path, "tiny.yaml", {
-        "datasets": {"mindboggle101": {"raw": str(raw), "scale": 0.25}},
+        "datasets": {"mindboggle101": {"raw": str(raw), "scale": 0.25, "splits": splits}},
         "methods": {"syn": {"options": {"reg_iterations": [4, 0, 0]}}},
         "train": {"steps": 2, "warmup_steps": 1, "checkpoint_every": 1, "validate_every": 1},
     })
