@@ -581,6 +581,16 @@ def test_style_order_and_colors() -> None:
     assert style.order_labels(["Dual-PRNet", "Mine", "SyN"]) == ["SyN", "Dual-PRNet", "Mine"]
 
 
+def test_other_classical_methods_sort_before_the_learned_ones() -> None:
+    """elastix and FireANTs (classical method files, not canonical) go after SyN and before
+    VoxelMorph, as in Table 1; a name the registry does not know goes last."""
+    runs = [("dualprnet", 1), ("mine", 1), ("fireants", 1), ("voxelmorph", 1), ("elastix", 1),
+            ("syn", 1), ("identity", 1)]
+    assert style.order_runs(runs) == [("identity", 1), ("syn", 1), ("elastix", 1),
+                                      ("fireants", 1), ("voxelmorph", 1), ("dualprnet", 1),
+                                      ("mine", 1)]
+
+
 def test_boxplot_and_dice_time_share_order_and_colors(per_pair: pd.DataFrame,
                                                       tmp_path: Path) -> None:
     extra = per_pair[per_pair["method"] == "dualprnet"].assign(slice_step=8)

@@ -3,7 +3,9 @@ names: :mod:`regbench.naming`).
 
 A *run* is one column of an experiment: a method at one slice step (the workflow's run folder
 ``{method}`` or ``{method}-slice{step}``). Runs are ordered by the canonical method order of
-docs/contracts.md (unknown, user-added methods after it, alphabetically), then by slice step.
+docs/contracts.md, then by slice step. Other methods go alphabetically after it, except the
+registry's other classical (not learned) methods, which go after the canonical classical ones:
+classical methods first, learned ones after, as in the paper's Table 1.
 
 Colours come from the Okabe-Ito palette (distinguishable under the common colour-vision
 deficiencies). Each canonical method has a fixed colour; any other run takes the unused colours
@@ -12,6 +14,8 @@ in run order, so one set of runs gets the same colours in every figure.
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Iterable, Mapping
 
 from regbench.naming import (  # noqa: F401 (the reports' names, from the one vocabulary)
@@ -20,6 +24,8 @@ from regbench.naming import (  # noqa: F401 (the reports' names, from the one vo
     DATASET_NAMES,
     run_name,
 )
+
+log = logging.getLogger(__name__)
 
 REFERENCE_METHOD = "dualprnet"
 """The method every other one is tested against."""
@@ -54,11 +60,28 @@ def run_label(label: str, slice_step: int = 1) -> str:
     return label if int(slice_step) == 1 else f"{label} (slice step {int(slice_step)})"
 
 
-def method_rank(method: str) -> tuple[int, str]:
-    """Sort key of a method name: canonical position, unknown methods after, alphabetically."""
+@functools.cache
+def _classical_methods() -> frozenset[str]:
+    """The registry's classical (not learned) method names; none where it cannot be imported."""
+    try:
+        from regbench.methods import available_methods
+
+        return frozenset(name for name, cls in available_methods().items() if not cls.learned)
+    except Exception as err:  # a broken user method file must not stop the report
+        log.warning("method registry not importable (%s): other methods sort last", err)
+        return frozenset()
+
+
+def method_rank(method: str) -> tuple[int, int, str]:
+    """Sort key of a method name: canonical position; another classical method after the last
+    canonical classical one, any other method after all, each group alphabetically."""
     if method in CANONICAL_METHODS:
-        return CANONICAL_METHODS.index(method), ""
-    return len(CANONICAL_METHODS), method
+        return CANONICAL_METHODS.index(method), 0, ""
+    classical = _classical_methods()
+    if method in classical:
+        last = max(i for i, name in enumerate(CANONICAL_METHODS) if name in classical)
+        return last, 1, method
+    return len(CANONICAL_METHODS), 0, method
 
 
 def order_runs(runs: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
