@@ -80,21 +80,32 @@ def demo_subjects(n: int) -> list[str]:
     return [f"demo{i:0{width}d}" for i in range(1, n + 1)]
 
 
-def demo_split(n: int) -> tuple[list[str], list[str], list[str]]:
+def demo_split(n: int, test_subjects: int | None = None
+               ) -> tuple[list[str], list[str], list[str]]:
     """``(train, val, test)`` IDs of ``n`` demo subjects, in that order of the subject list.
 
-    The test split is the last quarter, at least 2 and at most :data:`MAX_TEST_SUBJECTS` (4
-    subjects give 12 ordered test pairs: enough for paired tests, few enough for ANTs on a CPU).
-    The validation split, which only monitors training, is the quarter of the rest before them,
-    at most :data:`MAX_VAL_SUBJECTS`, and empty when that is fewer than 2 subjects.
+    The test split is the last ``test_subjects`` subjects; by default the last quarter, at
+    least 2 and at most :data:`MAX_TEST_SUBJECTS` (4 subjects give 12 ordered test pairs: enough
+    for paired tests, few enough for ANTs on a CPU; a test over subjects needs more, 8 give an
+    exact two-sided p as small as 0.008). The validation split, which only monitors training,
+    is the quarter of the rest before them, at most :data:`MAX_VAL_SUBJECTS`, and empty when
+    that is fewer than 2 subjects.
 
     Raises:
-        ValueError: ``n`` is not a whole number of at least :data:`MIN_SUBJECTS`.
+        ValueError: ``n`` is not a whole number of at least :data:`MIN_SUBJECTS`, or
+            ``test_subjects`` is not a whole number that leaves 2 subjects to train on.
     """
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < MIN_SUBJECTS:
         raise ValueError(f"demo: subjects={n!r} is too few; at least {MIN_SUBJECTS}")
     subjects = demo_subjects(n)
-    test = min(MAX_TEST_SUBJECTS, max(2, n // 4))
+    if test_subjects is None:
+        test = min(MAX_TEST_SUBJECTS, max(2, n // 4))
+    elif (isinstance(test_subjects, bool) or not isinstance(test_subjects, numbers.Integral)
+          or not 2 <= test_subjects <= n - 2):
+        raise ValueError(f"demo: test_subjects={test_subjects!r} must be a whole number from 2 "
+                         f"to {n - 2} (subjects={n} less 2 to train on)")
+    else:
+        test = int(test_subjects)
     val = min(MAX_VAL_SUBJECTS, (n - test) // 4)
     val = val if val >= 2 else 0
     train = n - test - val

@@ -97,6 +97,12 @@ def test_manifest_and_split(demo_dataset: Dataset):
     assert [len(split) for split in demo.demo_split(4)] == [2, 0, 2]
     assert [len(split) for split in demo.demo_split(6)] == [4, 0, 2]
     assert [len(split) for split in demo.demo_split(100)] == [92, 4, 4]
+    assert [len(split) for split in demo.demo_split(100, 8)] == [88, 4, 8]
+    assert demo.demo_split(100, 8)[2] == [f"demo{i:03d}" for i in range(93, 101)]
+    assert [len(split) for split in demo.demo_split(6, 4)] == [2, 0, 4]
+    for bad in (1, 5, 2.5, True):
+        with pytest.raises(ValueError, match="test_subjects"):
+            demo.demo_split(6, bad)
     assert demo.demo_subjects(100)[0] == "demo001"
 
 

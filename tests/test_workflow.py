@@ -93,6 +93,16 @@ def test_lint_reports_nothing(configs, tmp_path):
     assert "Lints for" not in out, out
 
 
+def test_demo_long_tests_over_eight_subjects():
+    """config/demo_long.yaml makes 8 test subjects: 56 ordered pairs a run, and a test over
+    subjects can reach p = 0.008."""
+    done = snakemake("-n", "-p", "--configfile", str(ROOT / "config" / "demo_long.yaml"))
+    assert "--test-subjects 8" in done.stdout
+    pairs = {(w["moving"], w["fixed"]) for rule, w in parse_jobs(done.stdout)
+             if rule in ("register", "register_figure_pair") and w.get("run") == "syn"}
+    assert len(pairs) == 8 * 7
+
+
 def test_paper_dry_run_scores_every_test_pair_of_every_run():
     jobs = dry_run_jobs("--configfile", str(PAPER))
     runs = {(dataset, experiment, run): pairs
@@ -230,9 +240,11 @@ def without_raw(config: dict) -> None:
     (lambda c: c["experiments"].update(pairs={"methods": ["affine"]}), "reserved"),
     (lambda c: c.update(figures={"moving": "S01", "fixed": "S02"}), "not a test pair"),
     (lambda c: c["datasets"]["lpba40"].update(subjects=["S01", "S31"]), "fewer than 2 test"),
+    (lambda c: c["datasets"].update(demo={"subjects": 6, "test_subjects": 5}),
+     "datasets.demo: demo: test_subjects=5 must be a whole number from 2 to 4"),
 ], ids=["unknown-key", "missing-raw", "unknown-method", "method-not-registered",
         "reserved-name", "figure-pair",
-        "one-test-subject"])
+        "one-test-subject", "demo-test-subjects"])
 def test_bad_configuration_is_refused_with_a_message(change, message, tmp_path):
     config = yaml.safe_load(PAPER.read_text())
     change(config)

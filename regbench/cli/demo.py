@@ -27,12 +27,16 @@ def add_commands(subparsers) -> None:
                         help="grid scale: 1 = 160x192x160 of 1 mm, 0.5 = 80x96x80 of 2 mm, "
                              "0.25 = 40x48x40 of 4 mm (default: 1.0)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--test-subjects", type=int,
+                        help="size of the test split, the last subjects (default: the last "
+                             "quarter, at least 2 and at most 4)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from regbench.data.demo import make_demo  # keeps `regbench --help` free of nilearn and torch
 
-    root = make_demo(args.out, subjects=args.subjects, scale=args.scale, seed=args.seed)
+    root = make_demo(args.out, subjects=args.subjects, scale=args.scale, seed=args.seed,
+                     test_subjects=args.test_subjects)
     log.info("demo dataset ready: %s", root)
     return 0

@@ -127,7 +127,8 @@ def _check_scale(scale: float) -> float:
     return scale
 
 
-def _check_arguments(subjects: int, scale: float, seed: int) -> float:
+def _check_arguments(subjects: int, scale: float, seed: int,
+                     test_subjects: int | None) -> float:
     """Refuse bad :func:`make_demo` arguments (before anything is written); returns the scale."""
     if isinstance(subjects, bool) or not isinstance(subjects, numbers.Integral):
         raise InputError(f"demo: subjects={subjects!r} is not a whole number")
@@ -136,6 +137,10 @@ def _check_arguments(subjects: int, scale: float, seed: int) -> float:
                          "last quarter, at least 2, is the test split)")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise InputError(f"demo: seed={seed!r} must be a whole number >= 0")
+    try:
+        demo_split(subjects, test_subjects)
+    except ValueError as err:
+        raise InputError(str(err)) from None
     return _check_scale(scale)
 
 
@@ -460,8 +465,10 @@ def make_subject(seed: int, number: int, scale: float, affine: bool = False
 
 
 def make_demo(out: str | os.PathLike, subjects: int = 16, scale: float = 1.0, seed: int = 0,
-              affine: bool = False) -> Path:
+              affine: bool = False, test_subjects: int | None = None) -> Path:
     """Write the demo dataset to ``out`` (images/, labels/, dataset.json); returns ``out``.
+
+    The last ``test_subjects`` subjects are the test split (default: :func:`demo_split`'s).
 
     ``affine`` adds a random affine to every subject (:func:`subject_transform`); the default
     demo is affinely aligned, as prepared real data are. The manifest records the size of the
@@ -471,7 +478,7 @@ def make_demo(out: str | os.PathLike, subjects: int = 16, scale: float = 1.0, se
     The arguments are checked before anything is written. An existing manifest in ``out`` is
     removed first and the new one written last, so an interrupted run never looks complete.
     """
-    scale = _check_arguments(subjects, scale, seed)
+    scale = _check_arguments(subjects, scale, seed, test_subjects)
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise InputError(f"{root}: exists and is not a folder")
@@ -485,7 +492,7 @@ def make_demo(out: str | os.PathLike, subjects: int = 16, scale: float = 1.0, se
     root.mkdir(parents=True, exist_ok=True)
     shape, grid_affine = demo_grid(scale)
     ids = demo_subjects(subjects)
-    train, val, test = demo_split(subjects)
+    train, val, test = demo_split(subjects, test_subjects)
     log.info("demo: %d SYNTHETIC subjects on %s voxels of %g mm (seed %d%s) -> %s", subjects,
              "x".join(map(str, shape)), 1 / scale, seed, ", with affines" if affine else "",
              root)

@@ -129,7 +129,10 @@ def test_subjects(dataset):
     """Test subject IDs of a configured dataset, in split order."""
     settings = config["datasets"][dataset]
     if dataset == "demo":
-        return naming.demo_split(settings["subjects"])[2]
+        try:
+            return naming.demo_split(settings["subjects"], settings.get("test_subjects"))[2]
+        except ValueError as err:
+            raise WorkflowError(f"config: datasets.demo: {err}") from None
     if "splits" in settings:
         return list(settings["splits"]["test"])
     if dataset == "lpba40":
@@ -172,6 +175,12 @@ def prepare_input(wildcards):
     if downloads(wildcards.dataset):
         return {"raw": f"{DOWNLOAD_DIR}/{DOWNLOAD_MARKER}"}
     return {}  # a local copy is not an input: a dry run must not need it
+
+
+def demo_test_subjects_arg():
+    """--test-subjects of the demo's generation, where the configuration sets it."""
+    chosen = config["datasets"].get("demo", {}).get("test_subjects")
+    return "" if chosen is None else f"--test-subjects {chosen}"
 
 
 def prepare_subjects_args(wildcards):

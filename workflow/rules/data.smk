@@ -10,6 +10,7 @@ rule demo_data:
         subjects=config["datasets"].get("demo", {}).get("subjects"),
         scale=config["datasets"].get("demo", {}).get("scale"),
         seed=config["datasets"].get("demo", {}).get("seed"),
+        test_subjects=demo_test_subjects_arg(),
     log:
         "logs/demo/demo_data.log",
     benchmark:
@@ -18,7 +19,7 @@ rule demo_data:
         "../envs/regbench.yaml"
     shell:
         "regbench demo-data --out {params.out} --subjects {params.subjects} "
-        "--scale {params.scale} --seed {params.seed} > {log} 2>&1"
+        "--scale {params.scale} --seed {params.seed} {params.test_subjects} > {log} 2>&1"
 
 
 rule prepare:
