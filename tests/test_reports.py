@@ -617,6 +617,18 @@ def test_boxplot_and_dice_time_share_order_and_colors(per_pair: pd.DataFrame,
     assert times.axes[0].get_xscale() == "log"
 
 
+@pytest.mark.parametrize("identity_time, minor_labels", [(2.0, True), (1e-5, False)])
+def test_dice_time_labels_minor_ticks_only_on_a_short_range(per_pair: pd.DataFrame,
+                                                             identity_time, minor_labels):
+    """Over many decades (Identity's microseconds beside seconds) only the decades carry
+    labels: the minor ones would run into each other."""
+    syn = per_pair[per_pair["method"] == "syn"].assign(method="identity", time_s=identity_time)
+    figure = figures.plot_dice_vs_time(pd.concat([per_pair, syn], ignore_index=True), "faim")
+    figure.canvas.draw()
+    labelled = [t.get_text() for t in figure.axes[0].xaxis.get_minorticklabels() if t.get_text()]
+    assert bool(labelled) == minor_labels, labelled
+
+
 def _volume(shape: tuple[int, int, int], shift: float) -> np.ndarray:
     grid = np.meshgrid(*(np.linspace(-1, 1, s) for s in shape), indexing="ij")
     return np.exp(-4 * ((grid[0] - shift) ** 2 + grid[1] ** 2 + grid[2] ** 2)).astype(np.float32)

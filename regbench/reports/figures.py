@@ -144,9 +144,13 @@ def plot_dice_vs_time(per_pair: pd.DataFrame, convention: str = "faim",
         for device in rows["device"].dropna().astype(str).unique():
             devices.setdefault(device, []).append(label)
     axes.set_xscale("log")
-    # Plain numbers (0.5, 2, 20) rather than 2x10^0: a short range gets labelled minor ticks.
+    # Plain numbers (0.5, 2, 20) rather than 2x10^0. A range of up to 2 decades also labels
+    # its 2x and 5x minor ticks; a wider one (Identity's microseconds beside ANTs' seconds)
+    # only the decades, or the labels run into each other.
     axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    axes.xaxis.set_minor_formatter(ticker.FuncFormatter(_minor_time_label))
+    low, high = axes.get_xlim()
+    axes.xaxis.set_minor_formatter(ticker.FuncFormatter(_minor_time_label) if high <= 100 * low
+                                   else ticker.NullFormatter())
     axes.set_xlabel("Time per pair (s, log scale)")
     axes.set_ylabel(f"Mean region Dice ({CONVENTION_TITLES[convention]})")
     axes.set_title(title or f"{_dataset_prefix(per_pair)}Accuracy against registration time")

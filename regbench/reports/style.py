@@ -50,9 +50,9 @@ METHOD_COLORS: dict[str, str] = {
     "dualprnet-dsf": OKABE_ITO["bluish green"],
     "dualprnet": OKABE_ITO["vermillion"],
 }
-# Yellow last of the palette: it is the hardest to see on white. Beyond the palette, Paul Tol's
-# "muted" colours, also safe under the common colour-vision deficiencies.
-_SPARE_COLORS = (OKABE_ITO["black"], OKABE_ITO["yellow"], "#882255", "#44AA99", "#999933")
+# Paul Tol's "muted" colours first (safe under the common colour-vision deficiencies), then
+# yellow, the hardest to see on white, and black last: a box plot's median vanishes in it.
+_SPARE_COLORS = ("#882255", "#44AA99", "#999933", OKABE_ITO["yellow"], OKABE_ITO["black"])
 
 
 def run_label(label: str, slice_step: int = 1) -> str:
