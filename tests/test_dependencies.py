@@ -64,7 +64,7 @@ def sources(folders: tuple[str, ...]) -> list[Path]:
 
 
 OPTIONAL_IMPORTS = {"fireants": "fireants", "itk": "itk-elastix", "SimpleITK": "simpleitk"}
-"""Import name -> distribution of the optional `baselines` extra, which CI does not install."""
+"""Import name -> distribution of the optional `baselines` extra (the workflow runs without it)."""
 
 
 # baselines/fireants.py and baselines/elastix.py import the optional `baselines` extra lazily

@@ -268,7 +268,7 @@ def conda_specs(path: Path) -> dict[str, Requirement]:
     return specs
 
 
-@pytest.mark.parametrize("env_file, extras", [("environment.yml", ["dev", "slurm"]),
+@pytest.mark.parametrize("env_file, extras", [("environment.yml", ["dev", "baselines", "slurm"]),
                                                ("workflow/envs/regbench.yaml", [])])
 def test_environment_pins_match_pyproject(env_file, extras):
     """The suite's environment has the dependencies and the dev tools, the rules' environment
