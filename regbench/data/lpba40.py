@@ -55,7 +55,13 @@ from regbench.data.preparation import (
     staged_dataset,
     subset_splits,
 )
-from regbench.data.resolution import block_factor, crop_grid, downsample, resampling_record
+from regbench.data.resolution import (
+    block_factor,
+    crop_grid,
+    downsample,
+    resampling_record,
+    source_note,
+)
 from regbench.io import InputError, checked_image, checked_labels
 from regbench.runtime import versions
 
@@ -425,7 +431,7 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
             source=("LPBA40 (LONI), delineation space; affinely registered (ANTs) to nilearn's "
                     "MNI152 template on the FSL 1 mm grid, cropped to 160x192x160, intensities "
                     "divided by the maximum of the cropped volume"
-                    + (f", downsampled to scale 1/{factor}" if factor > 1 else "")),
+                    + source_note(factor)),
             subjects=chosen,
             splits=subset_splits(chosen, splits or protocol.LPBA40_SPLITS),
             labels=protocol.LPBA40_LABELS,

@@ -41,7 +41,13 @@ from regbench.data.preparation import (
     scale_by_maximum,
     staged_dataset,
 )
-from regbench.data.resolution import block_factor, crop_grid, downsample, resampling_record
+from regbench.data.resolution import (
+    block_factor,
+    crop_grid,
+    downsample,
+    resampling_record,
+    source_note,
+)
 from regbench.io import InputError, atomic_path, output_lock, read_image, read_labels
 from regbench.runtime import versions
 
@@ -369,7 +375,7 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
             source=("Mindboggle-101 <GROUP>_volumes_in_MNI152 (mindboggle.info, CC BY-NC-SA "
                     "3.0), FSL MNI152 1 mm grid cropped to 160x192x160, intensities divided by "
                     "the maximum of the cropped volume, DKT31 merged into DKT25"
-                    + (f", downsampled to scale 1/{factor}" if factor > 1 else "")),
+                    + source_note(factor)),
             subjects=chosen,
             splits=splits,
             labels=protocol.MINDBOGGLE101_LABELS,

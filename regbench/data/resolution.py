@@ -112,6 +112,11 @@ def resampling_record(factor: int) -> dict[str, Any] | None:
     }
 
 
+def source_note(factor: int) -> str:
+    """What a dataset's ``source`` adds at ``1/factor`` of the paper's resolution (or nothing)."""
+    return f", downsampled to scale 1/{factor}" if factor > 1 else ""
+
+
 def downsample(image: np.ndarray, labels: np.ndarray, factor: int
                ) -> tuple[np.ndarray, np.ndarray]:
     """One subject's 1 mm crop ``(image, labels)`` at ``scale = 1 / factor``."""
