@@ -49,7 +49,8 @@ def per_seed_means(runs: list[Path], dataset: str, experiment: str, column: str
         table = pd.read_csv(run / "results" / dataset / experiment / "per_pair.csv")
         table = table[table["slice_step"] == 1]
         for method, group in table.groupby("method"):
-            rows.append({"method": method, "learned": method in learned, "seed": seed,
+            rows.append({"method": method, "label": group["label"].iloc[0],
+                         "learned": method in learned, "seed": seed,
                          "pairs": len(group), "dice": float(group[column].mean()),
                          "device": "; ".join(sorted(set(group["device"])))})
     frame = pd.DataFrame(rows)
@@ -65,9 +66,10 @@ def spread(frame: pd.DataFrame, reference: str) -> pd.DataFrame:
     wide = frame.pivot(index="method", columns="seed", values="dice")
     methods = [m for m, _ in order_runs((m, 1) for m in wide.index)]
     learned = set(frame.loc[frame["learned"], "method"])
-    rows = {m: wide.loc[m] for m in methods}
+    label = dict(zip(frame["method"], frame["label"], strict=True))
+    rows = {label[m]: wide.loc[m] for m in methods}
     if reference in wide.index:
-        rows.update({f"{reference} - {m}": wide.loc[reference] - wide.loc[m]
+        rows.update({f"{label[reference]} - {label[m]}": wide.loc[reference] - wide.loc[m]
                      for m in methods if m in learned and m != reference})
     table = pd.DataFrame(rows).T
     table.columns = [f"seed {s}" for s in table.columns]

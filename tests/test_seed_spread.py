@@ -18,7 +18,7 @@ def fake_run(root: Path, seed: int, dice: dict[str, float]) -> Path:
     learned methods' train.json with ``seed``."""
     main = root / "results" / "demo" / "main"
     main.mkdir(parents=True)
-    rows = [{"method": method, "moving": m, "fixed": f, "slice_step": 1, "mean_dice_faim": d,
+    rows = [{"method": method, "label": method.upper(), "moving": m, "fixed": f, "slice_step": 1, "mean_dice_faim": d,
              "device": "cpu (1 thread)"} for method, d in dice.items() for m, f in PAIRS]
     pd.DataFrame(rows).to_csv(main / "per_pair.csv", index=False)
     for method in ("voxelmorph", "dualprnet"):
@@ -44,11 +44,11 @@ def test_spread_over_seeds_and_of_the_differences(tmp_path):
     text = (tmp_path / "out" / "seed_spread.md").read_text()
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in text.splitlines() if line.startswith("| ") and "seed 0" not in line}
-    assert rows["syn"] == ["0.780"] * 4 + ["0.000", "0.000"]
-    assert rows["voxelmorph"] == ["0.740", "0.750", "0.760", "0.750", "0.010", "0.020"]
-    assert rows["dualprnet - voxelmorph"] == ["0.030", "0.020", "0.010", "0.020", "0.010",
+    assert rows["SYN"] == ["0.780"] * 4 + ["0.000", "0.000"]
+    assert rows["VOXELMORPH"] == ["0.740", "0.750", "0.760", "0.750", "0.010", "0.020"]
+    assert rows["DUALPRNET - VOXELMORPH"] == ["0.030", "0.020", "0.010", "0.020", "0.010",
                                               "0.020"]
-    assert list(rows)[:3] == ["syn", "voxelmorph", "dualprnet"]
+    assert list(rows)[:3] == ["SYN", "VOXELMORPH", "DUALPRNET"]
 
 
 def test_runs_of_one_seed_are_refused(tmp_path):
