@@ -40,8 +40,9 @@ def test_methods_lists_name_label_learned(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["name", "label", "learned"]
     rows = {line.split()[0]: line for line in lines[1:] if not line.startswith(" ")}
-    assert list(rows)[:9] == ["identity", "affine", "syn", "voxelmorph", "voxelmorph-0.2",
-                              "voxelmorph-diff", "dualprnet-ssf", "dualprnet-dsf", "dualprnet"]
+    assert list(rows)[:11] == ["identity", "affine", "syn", "elastix", "fireants", "voxelmorph",
+                               "voxelmorph-0.2", "voxelmorph-diff", "dualprnet-ssf",
+                               "dualprnet-dsf", "dualprnet"]
     assert rows["voxelmorph"].split()[1:] == ["VoxelMorph", "yes"]
     assert rows["affine"].split()[1:] == ["Affine", "no"]
     assert rows["identity"].split()[1:] == ["Identity", "no"]
