@@ -110,8 +110,11 @@ def snakemake_only_path(tmp_path: Path) -> Path:
         for entry in sorted(folder.iterdir()):
             stem = canonicalize_name(re.split(r"[-.]", entry.name, maxsplit=1)[0])
             plugin = re.match(r"snakemake[-_][a-z]+[-_]plugin[-_]", entry.name)  # not interfaces
+            # a backport named as a standard module (`typing`, which FireANTs' requirements
+            # pull in) would shadow it from PYTHONPATH, ahead of the standard library
             if (stem in hidden or plugin or "regbench" in entry.name
-                    or entry.suffix == ".pth" or (farm / entry.name).exists()):
+                    or entry.suffix == ".pth" or (farm / entry.name).exists()
+                    or entry.name.removesuffix(".py") in sys.stdlib_module_names):
                 continue
             (farm / entry.name).symlink_to(entry)
     return farm
