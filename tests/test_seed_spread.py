@@ -18,8 +18,9 @@ def fake_run(root: Path, seed: int, dice: dict[str, float]) -> Path:
     learned methods' train.json with ``seed``."""
     main = root / "results" / "demo" / "main"
     main.mkdir(parents=True)
-    rows = [{"method": method, "label": method.upper(), "moving": m, "fixed": f, "slice_step": 1, "mean_dice_faim": d,
-             "device": "cpu (1 thread)"} for method, d in dice.items() for m, f in PAIRS]
+    rows = [{"method": method, "label": method.upper(), "moving": m, "fixed": f, "slice_step": 1,
+             "mean_dice_faim": d, "device": "cpu (1 thread)"}
+            for method, d in dice.items() for m, f in PAIRS]
     pd.DataFrame(rows).to_csv(main / "per_pair.csv", index=False)
     for method in ("voxelmorph", "dualprnet"):
         model = root / "results" / "demo" / "models" / method
