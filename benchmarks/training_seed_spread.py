@@ -1,10 +1,11 @@
 """How much the training seed moves each method's Dice: one workflow run per seed, one table.
 
     python benchmarks/training_seed_spread.py --out results/demo_train_seeds \\
-        runs/demo runs/demo_train_seed1 runs/demo_train_seed2
+        . runs/demo_train_seed1 runs/demo_train_seed2
 
-Each argument is the folder of one workflow run (``snakemake --directory``) of the same
-configuration but ``train.seed`` (config/demo_train_seed1.yaml, ...). The seed of each run is
+Each argument is the folder of one workflow run (``.`` for the default demo's, others from
+``snakemake --directory``) of the same configuration but ``train.seed``
+(config/demo_train_seed1.yaml, ...). The seed of each run is
 read from its learned methods' ``train.json``; runs whose learned methods disagree on it, or
 that share a seed, are refused. Writes ``OUT/seed_spread.csv`` (method, seed, mean over the
 test pairs) and ``OUT/seed_spread.md``: per method its mean Dice under each seed, the mean and
