@@ -1,7 +1,7 @@
 """Parity of the suite's ``voxelmorph`` with the authors' 2019 Keras VoxelMorph (vm2).
 
-    git --git-dir=VOXELMORPH_MIRROR show 7ef219c:src/networks.py > /tmp/networks.py
-    python benchmarks/vm2019_parity.py /tmp/networks.py [--out tests/data/vm2019_parity.npz]
+    git --git-dir=VOXELMORPH_MIRROR show 7ef219c:src/networks.py > networks_2019.py
+    python benchmarks/vm2019_parity.py networks_2019.py [--out tests/data/vm2019_parity.npz]
 
 Reads the authors' ``src/networks.py`` (voxelmorph repository, 2019, before the 2020
 restructuring; a local copy, never downloaded or committed here), builds their ``cvpr2018_net``
