@@ -26,7 +26,15 @@ import nibabel as nib
 import numpy as np
 
 from regbench.data.dataset import Dataset
-from regbench.io import InputError, atomic_path, output_lock, read_field, write_field, write_json
+from regbench.io import (
+    InputError,
+    atomic_path,
+    make_folder,
+    output_lock,
+    read_field,
+    write_field,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +150,10 @@ def export_learn2reg(run_root: str | os.PathLike, pairs: Sequence[tuple[str, str
         with the field's affine.
 
     Raises:
-        InputError: If a pair's field is missing or bad (the pairs before it are written).
+        InputError: If ``out_dir`` is a file or cannot be made, or a pair's field is missing or
+            bad (the pairs before it are written).
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_folder(out_dir, "Learn2Reg folder")
     written = []
     for moving, fixed in pairs:
         source = Path(run_root) / moving / fixed / "field.nii.gz"

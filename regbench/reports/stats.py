@@ -224,26 +224,21 @@ def compare_to_reference(per_pair: pd.DataFrame, score: str, reference: str = RE
     of :data:`STATS_COLUMNS` (differences: run minus reference). Empty when the reference is
     absent.
     """
-    datasets = per_pair["dataset"].unique()
-    if len(datasets) != 1:
-        raise ValueError(f"compare one dataset at a time, got {list(datasets)}")
-    runs = order_runs(zip(per_pair["method"], per_pair["slice_step"], strict=True))
-    if (reference, reference_step) not in runs:
+    dataset, keyed, labels = _runs_of_one_dataset(per_pair)
+    ref = (reference, reference_step)
+    if ref not in labels:
         log.warning("no %s run at slice step %d in %s: no significance tests", reference,
-                    reference_step, datasets[0])
+                    reference_step, dataset)
         return pd.DataFrame(columns=list(STATS_COLUMNS))
-    keyed = per_pair.set_index(["method", "slice_step"])
-    ref_label = run_label(str(keyed.loc[[(reference, reference_step)]]["label"].iloc[0]),
-                          reference_step)
     rows = []
-    for method, step in runs:
-        if (method, step) == (reference, reference_step):
+    for method, step in labels:
+        if (method, step) == ref:
             continue
-        pairs = _differences(keyed, (method, step), (reference, reference_step), score)
+        pairs = _differences(keyed, (method, step), ref, score)
         rows.append({
-            "dataset": datasets[0], "score": score, "method": method, "slice_step": step,
-            "label": run_label(str(keyed.loc[[(method, step)]]["label"].iloc[0]), step),
-            "reference": ref_label, **compare_runs(pairs, margin),
+            "dataset": dataset, "score": score, "method": method, "slice_step": step,
+            "label": labels[(method, step)], "reference": labels[ref],
+            **compare_runs(pairs, margin),
         })
     return _corrected(pd.DataFrame(rows, columns=list(STATS_COLUMNS)))
 
@@ -256,17 +251,13 @@ def pairwise_tests(per_pair: pd.DataFrame, score: str,
     ``versus`` the later, differences are ``method - versus``; columns
     :data:`PAIRWISE_COLUMNS`. The p-values of all the pairs are Holm-corrected together.
     """
-    datasets = per_pair["dataset"].unique()
-    if len(datasets) != 1:
-        raise ValueError(f"compare one dataset at a time, got {list(datasets)}")
-    runs = order_runs(zip(per_pair["method"], per_pair["slice_step"], strict=True))
-    keyed = per_pair.set_index(["method", "slice_step"])
-    labels = {run: run_label(str(keyed.loc[[run]]["label"].iloc[0]), run[1]) for run in runs}
+    dataset, keyed, labels = _runs_of_one_dataset(per_pair)
+    runs = list(labels)
     rows = []
     for index, first in enumerate(runs):
         for second in runs[index + 1:]:
             rows.append({
-                "dataset": datasets[0], "score": score, "method": first[0],
+                "dataset": dataset, "score": score, "method": first[0],
                 "slice_step": first[1], "label": labels[first], "versus": second[0],
                 "versus_slice_step": second[1], "versus_label": labels[second],
                 **compare_runs(_differences(keyed, first, second, score), margin),
@@ -293,6 +284,22 @@ def attainable(n_subjects: int, n_comparisons: int, sides: Literal[1, 2] = 2) ->
     """Whether Holm over ``n_comparisons`` tests of ``n_subjects`` each can give a p below
     :data:`ALPHA` at all: the family's smallest p, times its size, is below it."""
     return n_comparisons * smallest_p(n_subjects, sides) < ALPHA
+
+
+def _runs_of_one_dataset(per_pair: pd.DataFrame
+                         ) -> tuple[str, pd.DataFrame, dict[tuple[str, int], str]]:
+    """``(dataset, rows keyed by (method, slice_step), label of each run in report order)``.
+
+    Raises:
+        ValueError: ``per_pair`` holds more than one dataset.
+    """
+    datasets = per_pair["dataset"].unique()
+    if len(datasets) != 1:
+        raise ValueError(f"compare one dataset at a time, got {list(datasets)}")
+    runs = order_runs(zip(per_pair["method"], per_pair["slice_step"], strict=True))
+    keyed = per_pair.set_index(["method", "slice_step"])
+    labels = {run: run_label(str(keyed.loc[[run]]["label"].iloc[0]), run[1]) for run in runs}
+    return datasets[0], keyed, labels
 
 
 def _differences(keyed: pd.DataFrame, run: tuple[str, int], other: tuple[str, int],

@@ -61,15 +61,20 @@ def run_label(label: str, slice_step: int = 1) -> str:
 
 
 @functools.cache
-def _classical_methods() -> frozenset[str]:
-    """The registry's classical (not learned) method names; none where it cannot be imported."""
+def _classical_methods() -> tuple[frozenset[str], int]:
+    """The registry's classical (not learned) method names, and the canonical position after
+    which the non-canonical ones sort; none where the registry cannot be imported."""
     try:
         from regbench.methods import available_methods
 
-        return frozenset(name for name, cls in available_methods().items() if not cls.learned)
+        classical = frozenset(name for name, cls in available_methods().items()
+                              if not cls.learned)
     except Exception as err:  # a broken user method file must not stop the report
         log.warning("method registry not importable (%s): other methods sort last", err)
-        return frozenset()
+        return frozenset(), len(CANONICAL_METHODS)
+    last = max((i for i, name in enumerate(CANONICAL_METHODS) if name in classical),
+               default=len(CANONICAL_METHODS))
+    return classical, last
 
 
 def method_rank(method: str) -> tuple[int, int, str]:
@@ -77,9 +82,8 @@ def method_rank(method: str) -> tuple[int, int, str]:
     canonical classical one, any other method after all, each group alphabetically."""
     if method in CANONICAL_METHODS:
         return CANONICAL_METHODS.index(method), 0, ""
-    classical = _classical_methods()
+    classical, last = _classical_methods()
     if method in classical:
-        last = max(i for i, name in enumerate(CANONICAL_METHODS) if name in classical)
         return last, 1, method
     return len(CANONICAL_METHODS), 0, method
 

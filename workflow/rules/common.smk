@@ -314,9 +314,8 @@ def train_launcher(wildcards):
     return "regbench"
 
 
-TRAIN_FLAG_SETTINGS = ("steps", "batch_size", "lr", "seed", "warmup_steps", "weight_decay",
-                       "clip_grad_norm", "checkpoint_every", "crop_jitter", "flip",
-                       "validate_every", "validation_pairs", "device", "amp")
+TRAIN_FLAG_SETTINGS = tuple(name for name, setting in train_config.SETTINGS.items()
+                            if setting.flag and name not in ("threads", "moving_slice_step"))
 """The train settings of the configuration that `regbench train` takes as flags (threads comes
 from the job's threads, the slice step from the model's name)."""
 
