@@ -30,7 +30,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from regbench.io import InputError
 from regbench.methods import Method, Option
+from regbench.runtime import pick_device
 
 GREEDY = {"scales": [4, 2, 1], "iterations": [200, 100, 50], "cc_kernel_size": 7,
           "smooth_grad_sigma": 2.0, "smooth_warp_sigma": 0.5}
@@ -77,14 +79,11 @@ class FireANTs(Method):
         if len(iterations) != len(stage["scales"]):
             raise ValueError(f"method {self.name!r}: iterations needs one entry per scale "
                              f"{stage['scales']}, got {iterations}")
-        requested = self.options["device"]
+        self._stage = stage
         try:
-            self._device = torch.device(
-                ("cuda" if torch.cuda.is_available() else "cpu") if requested == "auto"
-                else requested)
-        except RuntimeError:
-            raise ValueError(f"method {self.name!r}: option device={requested!r} is not a "
-                             "device (auto, cpu, cuda, cuda:N)") from None
+            self._device = pick_device(self.options["device"])
+        except InputError as err:
+            raise ValueError(f"method {self.name!r}: option {err}") from None
 
     @property
     def device(self) -> torch.device:
@@ -106,9 +105,8 @@ class FireANTs(Method):
             optimizer_lr=self.options["affine_lr"], optimizer_params={},
             cc_kernel_size=self.options["affine_cc_kernel_size"])
         affine.optimize()
-        stage = GREEDY if self.options["mode"] == "greedy" else SYN
-        deformable_class = GreedyRegistration if self.options["mode"] == "greedy" else (
-            SyNRegistration)
+        stage = self._stage
+        deformable_class = GreedyRegistration if stage is GREEDY else SyNRegistration
         deformable = deformable_class(
             scales=stage["scales"], iterations=list(self.options["iterations"]),
             fixed_images=fixed_batch, moving_images=moving_batch, loss_type=loss_type,
