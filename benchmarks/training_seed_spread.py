@@ -26,14 +26,16 @@ from regbench.naming import CONVENTION_TITLES
 from regbench.reports.style import REFERENCE_METHOD, order_runs
 
 
-def run_seed(run: Path, dataset: str) -> int:
-    """The training seed every learned method of ``run`` recorded in its ``train.json``."""
-    records = sorted((run / "results" / dataset / "models").glob("*/train.json"))
-    seeds = {int(json.loads(path.read_text())["seed"]) for path in records}
+def run_training(run: Path, dataset: str) -> tuple[int, set[str]]:
+    """The training seed every learned method of ``run`` recorded in its ``train.json``, and
+    the names of those methods (their model folders)."""
+    records = {path: json.loads(path.read_text()) for path in
+               sorted((run / "results" / dataset / "models").glob("*/train.json"))}
+    seeds = {int(record["seed"]) for record in records.values()}
     if len(seeds) != 1:
         raise SystemExit(f"{run}: learned methods record seeds {sorted(seeds)} in "
                          f"{', '.join(map(str, records)) or 'no train.json'}; expected one")
-    return seeds.pop()
+    return seeds.pop(), {path.parent.name for path in records}
 
 
 def per_seed_means(runs: list[Path], dataset: str, experiment: str, column: str
@@ -41,12 +43,10 @@ def per_seed_means(runs: list[Path], dataset: str, experiment: str, column: str
     """Rows (method, learned, seed, dice): each method's mean ``column`` over the test pairs."""
     rows, seen = [], {}
     for run in runs:
-        seed = run_seed(run, dataset)
+        seed, learned = run_training(run, dataset)
         if seed in seen:
             raise SystemExit(f"{run} and {seen[seed]} both trained with seed {seed}")
         seen[seed] = run
-        learned = {path.parent.name for path in
-                   (run / "results" / dataset / "models").glob("*/train.json")}
         table = pd.read_csv(run / "results" / dataset / experiment / "per_pair.csv")
         table = table[table["slice_step"] == 1]
         for method, group in table.groupby("method"):
