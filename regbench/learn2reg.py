@@ -150,15 +150,18 @@ def export_learn2reg(run_root: str | os.PathLike, pairs: Sequence[tuple[str, str
         with the field's affine.
 
     Raises:
-        InputError: If ``out_dir`` is a file or cannot be made, or a pair's field is missing or
-            bad (the pairs before it are written).
+        InputError: If ``out_dir`` is a file or cannot be made, or a pair's field is missing
+            (checked for every pair before anything is written) or unreadable (the pairs
+            before it are written).
     """
-    out_dir = make_folder(out_dir, "Learn2Reg folder")
-    written = []
-    for moving, fixed in pairs:
-        source = Path(run_root) / moving / fixed / "field.nii.gz"
+    sources = {(moving, fixed): Path(run_root) / moving / fixed / "field.nii.gz"
+               for moving, fixed in pairs}
+    for (moving, fixed), source in sources.items():
         if not source.is_file():
             raise InputError(f"{source}: no field for moving {moving!r} and fixed {fixed!r}")
+    out_dir = make_folder(out_dir, "Learn2Reg folder")
+    written = []
+    for (moving, fixed), source in sources.items():
         field, affine = read_field(source)
         image = nib.Nifti1Image(np.ascontiguousarray(np.moveaxis(field, 0, -1)), affine)
         image.header.set_xyzt_units("mm")

@@ -101,3 +101,7 @@ def test_export_of_a_missing_field_is_an_error(demo_dataset, tmp_path: Path) -> 
              str(tmp_path / "o")])
     assert cli(["learn2reg-export", str(tmp_path), "--data", str(demo_dataset.root), "--out",
                 str(tmp_path / "o"), "--pair", moving, fixed]) == 2
+    write_run(tmp_path / "run", demo_dataset, [(moving, fixed)])  # the first pair only
+    assert cli(["learn2reg-export", str(tmp_path / "run"), "--data", str(demo_dataset.root),
+                "--out", str(tmp_path / "partial"), "--test-pairs"]) == 2
+    assert not (tmp_path / "partial").exists()  # refused before anything was written
