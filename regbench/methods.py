@@ -25,6 +25,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from regbench.checkpoint import checkpoint_record, load_checkpoint
+from regbench.io import InputError
 from regbench.runtime import describe_device
 from regbench.transforms import pad_to_multiple
 
@@ -173,7 +175,8 @@ class Method:
 
 
 class LearnedMethod(Method):
-    """A method with a trainable PyTorch network, trained by :func:`regbench.training.train`.
+    """A method with a trainable PyTorch network, trained by :func:`regbench.training.train`
+    and loaded back by :func:`load_trained`.
 
     Subclasses implement :meth:`build_network` and :meth:`loss`. The network's ``forward(moving,
     fixed)`` takes ``(B, 1, *S)`` tensors whose spatial sizes are multiples of ``size_multiple``
@@ -227,8 +230,6 @@ class LearnedMethod(Method):
             ValueError: the checkpoint is of another method, of an unfinished run (without
                 ``allow_unfinished``), or its weights do not fit the network of these options.
         """
-        from regbench.training.checkpoint import checkpoint_record, load_checkpoint
-
         state = load_checkpoint(path)
         if state["method"] != cls.name:
             raise ValueError(f"{path}: checkpoint of method {state['method']!r}, not {cls.name!r}")
@@ -323,3 +324,35 @@ def get_method(name: str) -> type[Method]:
     if name not in methods:
         raise KeyError(f"unknown method {name!r}; available: {', '.join(methods)}")
     return methods[name]
+
+
+def load_trained(path: str | os.PathLike, device: torch.device | str = "cpu", *,
+                 method: str | None = None, allow_unfinished: bool = False,
+                 **overrides: Any) -> LearnedMethod:
+    """The trained method of a checkpoint written by the trainer, ready to register.
+
+    Args:
+        path: ``model.pt`` (or, with ``allow_unfinished``, a ``checkpoint.pt``).
+        device: where the network runs.
+        method: the registry name the checkpoint must be of (``None``: the one it names).
+        allow_unfinished: accept a checkpoint of an unfinished training run.
+        overrides: options replacing the checkpoint's.
+
+    Raises:
+        InputError: the checkpoint is missing or unreadable, of an unknown method or one that is
+            not learned, of another method than ``method``, of an unfinished training run
+            (without ``allow_unfinished``), or its weights do not fit the network of its options
+            with ``overrides``.
+    """
+    if method is None:
+        method = load_checkpoint(path)["method"]
+    try:
+        cls = get_method(method)
+    except KeyError as err:
+        raise InputError(f"{path}: {err.args[0]}") from None
+    if not issubclass(cls, LearnedMethod):
+        raise InputError(f"{path}: method {method!r} is not a learned method")
+    try:
+        return cls.from_checkpoint(path, device, allow_unfinished=allow_unfinished, **overrides)
+    except ValueError as err:
+        raise InputError(str(err)) from None

@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 import torch
 
+from regbench.checkpoint import load_checkpoint
 from regbench.cli import main
 from regbench.data import protocol
 from regbench.data.dataset import Dataset
@@ -38,7 +39,6 @@ from regbench.data.demo import make_demo
 from regbench.data.preparation import staged_dataset
 from regbench.io import output_lock, write_field, write_json
 from regbench.methods import get_method
-from regbench.training import load_checkpoint
 
 torch.set_num_threads(1)
 

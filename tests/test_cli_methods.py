@@ -100,6 +100,32 @@ def test_register_refuses_wrong_or_missing_checkpoints(trained, demo_dataset, tm
     assert "not learned" in capsys.readouterr().err
 
 
+def test_load_trained_refuses_what_it_cannot_register_with(trained, tmp_path):
+    """The one loader of a trained method (register, register-pairs, figure-pyramid)."""
+    from regbench.checkpoint import load_checkpoint
+    from regbench.io import InputError
+    from regbench.methods import load_trained
+
+    out, _ = trained
+    method = load_trained(out / "model.pt")  # the method the checkpoint names
+    assert method.name == "voxelmorph" and method.network is not None
+    assert method.checkpoint["step"] == method.checkpoint["steps"] == 3
+    assert load_trained(out / "model.pt", method="voxelmorph").options == method.options
+    with pytest.raises(InputError, match="checkpoint of method 'voxelmorph', not 'dualprnet'"):
+        load_trained(out / "model.pt", method="dualprnet")
+    with pytest.raises(InputError, match="step 2 of 3, an unfinished training"):
+        load_trained(out / "checkpoint.pt")
+    assert load_trained(out / "checkpoint.pt", allow_unfinished=True).checkpoint["step"] == 2
+    state = load_checkpoint(out / "model.pt")
+    for name, problem in (("affine", "method 'affine' is not a learned method"),
+                          ("no-such-method", "unknown method 'no-such-method'")):
+        torch.save({**state, "method": name}, tmp_path / f"{name}.pt")
+        with pytest.raises(InputError, match=problem):
+            load_trained(tmp_path / f"{name}.pt")
+    with pytest.raises(InputError, match="checkpoint not found"):
+        load_trained(tmp_path / "missing.pt")
+
+
 def test_register_path_form(demo_dataset, tmp_path):
     files = ["--moving-image", str(demo_dataset.image_path("demo05")),
              "--fixed-image", str(demo_dataset.image_path("demo06"))]

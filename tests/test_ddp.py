@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from regbench.checkpoint import load_checkpoint
 from regbench.data.dataset import make_manifest, write_manifest, write_subject
-from regbench.training import load_checkpoint
 
 TOY = textwrap.dedent('''
     """A one-convolution registration network: fast, and without batch statistics."""

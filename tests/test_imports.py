@@ -26,17 +26,12 @@ def modules() -> dict[str, Path]:
 
 
 def imports(path: Path, name: str, known: set[str]) -> set[str]:
-    """The package's modules that ``path`` imports anywhere (functions included), except under
-    ``if TYPE_CHECKING:``."""
+    """The package's modules that ``path`` imports anywhere: in functions and under ``if
+    TYPE_CHECKING:`` too (an import for typing alone is still an arrow of the graph)."""
     tree = ast.parse(path.read_text())
-    typing_only = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If)
-                   and getattr(block.test, "id", None) == "TYPE_CHECKING"
-                   for node in ast.walk(block)}
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):

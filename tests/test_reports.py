@@ -707,7 +707,7 @@ def test_figure_warped_cli(tiny_dataset: Path, tmp_path: Path) -> None:
 def test_figure_pyramid_cli(tiny_dataset: Path, tmp_path: Path,
                             monkeypatch: pytest.MonkeyPatch) -> None:
     dualprnet = pytest.importorskip("regbench.models.dualprnet")
-    from regbench.training.checkpoint import CHECKPOINT_FORMAT
+    from regbench.checkpoint import CHECKPOINT_FORMAT
 
     options = {"encoder_channels": (4, 4, 4, 4), "decoder_channels": 4}
     method = dualprnet.DualPRNet(**options)
@@ -723,9 +723,10 @@ def test_figure_pyramid_cli(tiny_dataset: Path, tmp_path: Path,
                 "--threads", "1"]) == 0
     assert out.with_suffix(".png").exists() and out.with_suffix(".pdf").exists()
 
-    from regbench.reports.pyramid import load_learned, pyramid_fields
+    from regbench.methods import load_trained
+    from regbench.reports.pyramid import pyramid_fields
 
-    loaded = load_learned(checkpoint)
+    loaded = load_trained(checkpoint)
     moving, fixed = _volume((24, 32, 20), 0.1), _volume((24, 32, 20), 0.0)
     fields, names = pyramid_fields(loaded, moving, fixed)
     assert names == ["1/16", "1/8", "1/4", "1/2"]

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from regbench import runtime
+from regbench.checkpoint import load_checkpoint
 from regbench.degrade import thin_slices
 from regbench.io import InputError
 from regbench.methods import get_method
@@ -22,7 +23,6 @@ from regbench.training import (
     TrainingVolumes,
     autocast_dtype,
     learning_rate,
-    load_checkpoint,
     precision_name,
     train,
     validation_pairs,

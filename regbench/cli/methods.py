@@ -217,7 +217,7 @@ def run_register_pairs(args: argparse.Namespace) -> int:
 def _set_up_method(parser: argparse.ArgumentParser, args: argparse.Namespace):
     """The method of ``args``: built with its options, or loaded from its checkpoint if learned;
     PyTorch's threads set and the device checked. Ends with a usage error on a bad combination."""
-    from regbench.io import InputError
+    from regbench.methods import load_trained
     from regbench.runtime import pick_device, set_threads
 
     if args.slice_step < 1:
@@ -233,11 +233,8 @@ def _set_up_method(parser: argparse.ArgumentParser, args: argparse.Namespace):
     if cls.learned:
         if args.checkpoint is None:
             parser.error(f"method {args.method!r} is learned: give --checkpoint (its model.pt)")
-        try:
-            return cls.from_checkpoint(args.checkpoint, device,
-                                       allow_unfinished=args.allow_unfinished, **options)
-        except ValueError as err:
-            raise InputError(str(err)) from None
+        return load_trained(args.checkpoint, device, method=cls.name,
+                            allow_unfinished=args.allow_unfinished, **options)
     if args.checkpoint is not None or args.allow_unfinished:
         parser.error(f"method {args.method!r} is not learned: it takes no --checkpoint")
     return _construct(parser, cls, options)

@@ -175,14 +175,15 @@ def run_figures(args: argparse.Namespace) -> int:
 
 def run_figure_pyramid(args: argparse.Namespace) -> int:
     from regbench.data.dataset import Dataset
+    from regbench.methods import load_trained
     from regbench.reports.figures import plot_pyramid
-    from regbench.reports.pyramid import load_learned, pyramid_fields
+    from regbench.reports.pyramid import pyramid_fields
     from regbench.runtime import pick_device, set_threads
 
     set_threads(args.threads)
     dataset = Dataset.load(args.data)
     moving, fixed = dataset.image(args.moving), dataset.image(args.fixed)
-    method = load_learned(args.checkpoint, pick_device(args.device))
+    method = load_trained(args.checkpoint, pick_device(args.device))
     log.info("pyramid of %s on %s -> %s", method.name, args.moving, args.fixed)
     fields, names = pyramid_fields(method, moving, fixed)
     plot_pyramid(moving, fixed, fields, args.out_stem, slice_axis=args.slice_axis,

@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from regbench.io import InputError
-from regbench.methods import LearnedMethod, get_method
+from regbench.methods import LearnedMethod
 from regbench.reports.figures import resolution_name
 from regbench.transforms import resize_field
-
-
-def load_learned(checkpoint: str | os.PathLike,
-                 device: torch.device | str = "cpu") -> LearnedMethod:
-    """The trained method of a checkpoint written by the trainer (its method name inside)."""
-    from regbench.training.checkpoint import load_checkpoint  # the trainer is only needed here
-
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise InputError(f"{checkpoint}: checkpoint not found")
-    name = load_checkpoint(checkpoint)["method"]
-    try:
-        cls = get_method(name)
-    except KeyError as err:
-        raise InputError(f"{checkpoint}: {err.args[0]}") from None
-    if not issubclass(cls, LearnedMethod):
-        raise InputError(f"{checkpoint}: method {name!r} is not a learned method")
-    return cls.from_checkpoint(checkpoint, device)
 
 
 @torch.no_grad()

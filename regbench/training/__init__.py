@@ -1,7 +1,8 @@
 """The shared trainer of every learned method, one concept a module.
 
 - :mod:`~regbench.training.config`: every setting, written once (pure Python);
-- :mod:`~regbench.training.checkpoint`: the checkpoint format and a run's identity;
+- :mod:`~regbench.training.identity`: a training run's identity, and runs of another in its
+  folder (the checkpoint format itself is :mod:`regbench.checkpoint`, below the methods);
 - :mod:`~regbench.training.data`: the training images and the seeded pairs;
 - :mod:`~regbench.training.validation`: validation pairs and their scoring;
 - :mod:`~regbench.training.logs`: ``loss.csv`` and ``validation.csv``;
@@ -20,9 +21,9 @@ from typing import Any
 
 _EXPORTS = {
     "config": ("SETTINGS", "RUN_ONLY_FIELDS", "Setting", "TrainConfig"),
-    "checkpoint": ("CHECKPOINT", "MODEL", "STALE", "checkpoint_record", "load_checkpoint"),
     "control": ("TrainingDiverged", "TrainingInterrupted", "autocast_dtype", "precision_name"),
     "data": ("PairSampler", "TrainingVolumes"),
+    "identity": ("STALE",),
     "logs": ("LOSS_LOG", "RECORD", "VALIDATION_LOG"),
     "loop": ("learning_rate", "train"),
     "validation": ("Validation", "validation_pairs"),

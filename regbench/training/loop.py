@@ -52,7 +52,7 @@ Resuming restores the network, optimizer, grad scaler, step and the Python, NumP
 pair-sampler RNG states, so on the CPU an interrupted and resumed run ends with exactly the
 weights of an uninterrupted one.
 
-A run's identity is its method, options, config and data (:mod:`regbench.training.checkpoint`).
+A run's identity is its method, options, config and data (:mod:`regbench.training.identity`).
 A folder holding
 ``model.pt`` of the same identity is a finished run: :func:`train` returns at once. A checkpoint
 or model of a *different* identity is refused, or with ``replace_stale`` moved with its loss log
@@ -80,18 +80,16 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from regbench.io import output_lock, write_json
-from regbench.runtime import describe_device, seed_everything, set_threads, versions
-from regbench.training.checkpoint import (
+from regbench.checkpoint import (
     CHECKPOINT,
     MODEL,
     load_checkpoint,
-    run_identity,
     save_checkpoint,
-    set_aside_stale_run,
     set_rng_states,
     training_state,
 )
+from regbench.io import output_lock, write_json
+from regbench.runtime import describe_device, seed_everything, set_threads, versions
 from regbench.training.config import TrainConfig
 from regbench.training.control import (
     StopRequest,
@@ -103,6 +101,7 @@ from regbench.training.control import (
     precision_name,
 )
 from regbench.training.data import PairSampler, TrainingVolumes
+from regbench.training.identity import run_identity, set_aside_stale_run
 from regbench.training.logs import LOSS_LOG, RECORD, VALIDATION_LOG, LossLog, truncate_log
 from regbench.training.validation import Validation
 
@@ -185,7 +184,7 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
         optimizer.load_state_dict(state["optimizer"])
         if state["scaler"] and scaler.is_enabled():
             scaler.load_state_dict(state["scaler"])
-        set_rng_states(state["rng"], sampler)
+        set_rng_states(state["rng"], sampler.rng)
         start, elapsed = state["step"], state["elapsed_s"]
         resumed_at = [*state["resumed_at"], start]
         log.info("resuming %s from %s at step %d", method.name, checkpoint_path, start)
@@ -251,8 +250,9 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
             stopping = step < config.steps and stop.requested(world)
             if rank == 0 and step < config.steps and (stopping or
                                                       step % config.checkpoint_every == 0):
-                save_checkpoint(training_state(identity, network, optimizer, scaler, sampler, step,
-                             time.perf_counter() - began, resumed_at), checkpoint_path)
+                save_checkpoint(training_state(identity, network, optimizer, scaler, sampler.rng,
+                                               step, time.perf_counter() - began, resumed_at),
+                                checkpoint_path)
             if stopping:
                 raise TrainingInterrupted(
                     f"training {method.name} stopped at step {step} of {config.steps} "
@@ -265,8 +265,8 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
                 open_log.close()
     if rank == 0:
         elapsed = time.perf_counter() - began
-        final = training_state(identity, network, optimizer, scaler, sampler, config.steps, elapsed,
-                       resumed_at)
+        final = training_state(identity, network, optimizer, scaler, sampler.rng, config.steps,
+                               elapsed, resumed_at)
         write_json(out_dir / RECORD, {
             "method": method.name, "label": method.label, "options": identity["options"],
             "config": identity["config"], "seed": config.seed, "steps": config.steps,

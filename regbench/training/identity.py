@@ -1,7 +1,7 @@
-"""The checkpoint format and a training run's identity.
+"""A training run's identity, and what becomes of a run of another identity in its folder.
 
-A checkpoint holds the identity of its run (method, options, config, data, CPU threads) and the
-training state (network, optimizer, grad scaler, step, every RNG). A run's identity is its
+Every checkpoint (:mod:`regbench.checkpoint`) holds the identity of its run (method, options,
+config, data, CPU threads) beside the training state. A run's identity is its
 method, options, config and data: the dataset's name, its training and validation subjects, and a
 fingerprint of their files (:meth:`regbench.data.dataset.Dataset.fingerprint`), so data prepared
 again with another seed under the same subject IDs is another run. Config fields that do not
@@ -13,71 +13,29 @@ other threads sum in another order and end in other weights.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
-import random
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
-from regbench.io import InputError, atomic_path
+from regbench.checkpoint import CHECKPOINT, MODEL, load_checkpoint
+from regbench.io import InputError
 from regbench.training.config import RUN_ONLY_FIELDS, TrainConfig
 from regbench.training.logs import LOSS_LOG, RECORD
 
 if TYPE_CHECKING:
     from regbench.data.dataset import Dataset
     from regbench.methods import LearnedMethod
-    from regbench.training.data import PairSampler
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
-MODEL = "model.pt"
 STALE = "stale"
 """Folder inside the output folder that receives a run of another identity (``replace_stale``)."""
-CHECKPOINT_FORMAT = 1
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`train` (``checkpoint.pt`` or ``model.pt``), on the CPU.
-
-    Keys: ``method``, ``options``, ``network`` (state dict), ``optimizer``, ``scaler``, ``step``,
-    ``rng`` (``python``, ``numpy``, ``torch``, ``cuda``, ``sampler``), ``config`` (a
-    :class:`TrainConfig` as a dict), ``dataset`` (``name``, ``train`` and ``val`` subject IDs,
-    ``fingerprint`` of their files),
-    ``elapsed_s`` (wall seconds of training so far), ``resumed_at`` (steps resumed from),
-    ``format``.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: checkpoint not found")
-    try:
-        # weights_only: a checkpoint is data, never code to run.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for corrupt or foreign files
-        raise InputError(f"{path}: not a readable regbench checkpoint ({err})") from None
-    missing = {"format", "method", "options", "network", "step", "config"} - set(
-        state if isinstance(state, dict) else ())
-    if missing:
-        raise InputError(f"{path}: not a regbench checkpoint (missing {sorted(missing)})")
-    return state
-
-
-def checkpoint_record(path: str | os.PathLike, state: dict[str, Any]) -> dict[str, Any]:
-    """What a registration records of the checkpoint it used: ``{"sha256", "step", "steps"}``
-    (the file's hash, the step it holds, the steps of its training run)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(1 << 20):
-            digest.update(block)
-    return {"sha256": digest.hexdigest(), "step": int(state["step"]),
-            "steps": int(state["config"]["steps"])}
 
 
 def run_identity(method: LearnedMethod, config: TrainConfig, dataset: Dataset) -> dict[str, Any]:
@@ -89,54 +47,6 @@ def run_identity(method: LearnedMethod, config: TrainConfig, dataset: Dataset) -
             "dataset": {"name": dataset.name, "train": list(dataset.train),
                         "val": list(dataset.val),
                         "fingerprint": dataset.fingerprint([*dataset.train, *dataset.val])}}
-
-
-def training_state(identity: dict[str, Any], network: torch.nn.Module,
-           optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, sampler: PairSampler,
-           step: int, elapsed: float, resumed_at: list[int]) -> dict[str, Any]:
-    """The checkpoint: ``identity`` (method, options, config, dataset) and the training state."""
-    numpy_state = np.random.get_state(legacy=False)
-    numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()
-    return {
-        "format": CHECKPOINT_FORMAT,
-        **identity,
-        "network": network.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "step": step,
-        "rng": {
-            "python": random.getstate(),
-            "numpy": numpy_state,
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "sampler": sampler.rng.bit_generator.state,
-        },
-        "elapsed_s": elapsed,
-        "resumed_at": resumed_at,
-    }
-
-
-def set_rng_states(rng: dict[str, Any], sampler: PairSampler) -> None:
-    random.setstate(rng["python"])
-    numpy_state = dict(rng["numpy"])
-    numpy_state["state"] = {**numpy_state["state"],
-                            "key": np.asarray(numpy_state["state"]["key"], dtype=np.uint32)}
-    np.random.set_state(numpy_state)
-    torch.set_rng_state(rng["torch"])
-    if rng["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    sampler.rng.bit_generator.state = rng["sampler"]
-
-
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    try:
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
-    except RuntimeError as err:  # torch's writer reports a full disk as a RuntimeError
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"{path}: cannot write the checkpoint ({reason}); check that its disk "
-                         "has free space and the folder is writable") from None
-    log.debug("wrote %s (step %d)", path, state["step"])
 
 
 def set_aside_stale_run(out_dir: Path, identity: dict[str, Any], replace: bool, rank: int,
