@@ -16,6 +16,8 @@ COMMAND_MODULES = (
     "regbench.cli.demo",
     "regbench.cli.prepare",
     "regbench.cli.methods",
+    "regbench.cli.train",
+    "regbench.cli.register",
     "regbench.cli.evaluate",
     "regbench.cli.export",
     "regbench.cli.learn2reg",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from regbench.data.dataset import Dataset
+    from regbench.methods import Method
 
 
 def add_dataset_pair(parser: argparse.ArgumentParser) -> None:
@@ -43,3 +44,45 @@ def chosen_pairs(parser: argparse.ArgumentParser, args: argparse.Namespace,
     for subject in {s for pair in pairs for s in pair}:
         dataset.image_path(subject)
     return pairs
+
+
+def add_option_flag(parser: argparse.ArgumentParser) -> None:
+    """``--option KEY=VALUE`` (repeatable), read back by :func:`parse_options`."""
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="method option; VALUE is read as YAML (3, 0.5, [16, 32], null, "
+                             "text); repeatable")
+
+
+def parse_options(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` -> ``{key: yaml value}``; malformed items end with a usage error."""
+    import yaml
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            parser.error(f"--option {item!r}: expected KEY=VALUE")
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            parser.error(f"--option {item!r}: VALUE is not valid YAML ({err})")
+    return options
+
+
+def method_class(parser: argparse.ArgumentParser, name: str) -> type[Method]:
+    """The registered method ``name``; an unknown one ends with a usage error."""
+    from regbench.methods import get_method
+
+    try:
+        return get_method(name)
+    except KeyError as err:
+        parser.error(str(err.args[0]))
+
+
+def construct_method(parser: argparse.ArgumentParser, cls: type[Method],
+                     options: dict[str, Any]) -> Method:
+    """``cls(**options)``; a bad option ends with a usage error."""
+    try:
+        return cls(**options)
+    except ValueError as err:
+        parser.error(str(err))
