@@ -177,7 +177,7 @@ def evaluate_pairs(dataset: Dataset, pairs: Sequence[tuple[str, str]],
 
     Raises:
         InputError: a subject is not in the dataset; a pair's runtime record is missing, bad,
-            or of another run than the others or the folder's ``run.json`` (checked before any
+            or of another setup than the others or the folder's ``run.json`` (checked before any
             pair is scored); or a pair's field is missing or bad (the pairs before it are
             scored).
     """
@@ -194,8 +194,8 @@ def evaluate_pairs(dataset: Dataset, pairs: Sequence[tuple[str, str]],
 
 
 def _check_one_run(out_root: Path, pairs: Sequence[tuple[str, str]]) -> None:
-    """Refuse a run folder whose pairs' runtime records name several runs, or another run than
-    its ``run.json`` (:mod:`regbench.runs`)."""
+    """Refuse a run folder whose pairs' runtime records name several registration setups, or
+    another setup than its ``run.json`` (:mod:`regbench.runs`)."""
     first: tuple[dict[str, Any], Path] | None = None
     for moving, fixed in pairs:
         path = out_root / moving / fixed / "runtime.json"
@@ -207,8 +207,8 @@ def _check_one_run(out_root: Path, pairs: Sequence[tuple[str, str]]) -> None:
             first = record, path
         elif runs.differences(first[0], record):
             raise InputError(
-                f"{path}: a pair of {runs.describe(runs.identity_of(record))}, while {first[1]} "
-                f"is a pair of {runs.describe(runs.identity_of(first[0]))}: a run folder holds "
+                f"{path}: a pair of {runs.describe(runs.setup_of(record))}, while {first[1]} "
+                f"is a pair of {runs.describe(runs.setup_of(first[0]))}: a run folder holds "
                 "one method's pairs; register them again with one method")
 
 

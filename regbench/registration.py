@@ -8,9 +8,9 @@ Per pair, in its folder::
 
 :func:`register_pairs` writes only these two files, for many pairs of a prepared dataset with
 the method set up once (a learned method loads its network once): the workflow's registration
-stage, which the CPU-only ``regbench evaluate`` then scores. Its folder is one run's
-(:func:`regbench.runs.claim_run`): pairs of another method, options, slice step or checkpoint are
-refused there, or deleted first when asked. :func:`register_pair` and
+stage, which the CPU-only ``regbench evaluate`` then scores. Its folder is a run folder
+(:func:`regbench.runs.claim_run`): pairs of another registration setup (method, options, slice
+step or checkpoint) are refused there, or deleted first when asked. :func:`register_pair` and
 :func:`register_files` register one pair and then score it with the suite's evaluation
 (:mod:`regbench.evaluate`: ``warped.nii.gz``, ``warped_labels.nii.gz``, ``metrics.json``).
 
@@ -124,19 +124,21 @@ def register_pairs(method: Method, dataset: Dataset, pairs: Sequence[tuple[str, 
         out_root: the run folder; each pair gets its folder ``{moving}/{fixed}`` below it.
         slice_step: the method sees the moving image thinned by
             :func:`regbench.degrade.thin_slices` (axis 1) when > 1.
-        replace_stale: delete the pairs of another run in ``out_root`` (else they are refused).
+        replace_stale: delete the pairs of another setup in ``out_root`` (else they are
+            refused).
 
     Returns:
         The runtime records, in pair order.
 
     Raises:
-        InputError: a subject is not in the dataset, or ``out_root`` holds another run's pairs
-            or another run registers into it (checked before anything is registered).
+        InputError: a subject is not in the dataset, or ``out_root`` holds pairs of another
+            setup or a process of another setup registers into it (checked before anything is
+            registered).
     """
     for subject in {s for pair in pairs for s in pair}:
         dataset.image_path(subject)
     records = []
-    with claim_run(out_root, run_identity(method, slice_step), replace_stale):
+    with claim_run(out_root, method_setup(method, slice_step), replace_stale):
         for index, (moving_id, fixed_id) in enumerate(pairs):
             moving = _thinned(dataset.image(moving_id), slice_step)
             fixed = dataset.image(fixed_id)
@@ -150,8 +152,9 @@ def register_pairs(method: Method, dataset: Dataset, pairs: Sequence[tuple[str, 
     return records
 
 
-def run_identity(method: Method, slice_step: int) -> dict[str, Any]:
-    """What makes a registration part of a run (:data:`regbench.runs.IDENTITY_KEYS`)."""
+def method_setup(method: Method, slice_step: int) -> dict[str, Any]:
+    """The registration setup of ``method`` at ``slice_step`` (:data:`regbench.runs.SETUP_KEYS`):
+    what every pair of its run folder shares."""
     return {"method": method.name, "options": method.options, "slice_step": slice_step,
             "checkpoint": getattr(method, "checkpoint", None)}
 

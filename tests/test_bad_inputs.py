@@ -523,7 +523,7 @@ CASES = {
                                              "the two files do not belong together"),
     # issue 16
     "another-method-into-a-run": Case(another_method_into_a_run,
-                                      "holds a pair of another run ('identity'"),
+                                      "holds a pair of another setup ('identity'"),
     "evaluate-mixed-run": Case(evaluate_mixed_run, "in the run folder of 'identity'"),
     "evaluate-mixed-run-without-record": Case(evaluate_mixed_run_without_record,
                                               "a run folder holds one method's pairs"),

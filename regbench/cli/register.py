@@ -58,9 +58,9 @@ def add_commands(subparsers) -> None:
                        help="run folder; each pair's files go to OUT_ROOT/MOVING/FIXED/")
     add_pair_choice(pairs)
     pairs.add_argument("--replace-stale", action="store_true",
-                       help="when OUT_ROOT holds pairs of another method, options, slice step or "
-                            "checkpoint, delete them and register afresh (the workflow does; "
-                            "without it such a folder is refused)")
+                       help="when OUT_ROOT holds pairs of another registration setup (method, "
+                            "options, slice step or checkpoint), delete them and register afresh "
+                            "(the workflow does; without it such a folder is refused)")
     _add_method_setup(pairs)
     pairs.set_defaults(func=run_register_pairs, parser=pairs)
 
@@ -69,7 +69,7 @@ def _add_method_setup(parser: argparse.ArgumentParser) -> None:
     """What sets up a method for registration: checkpoint, slice step, device, threads, options."""
     parser.add_argument("--checkpoint", help="model.pt of a learned method (required for one)")
     parser.add_argument("--allow-unfinished", action="store_true",
-                        help="accept a checkpoint.pt of an unfinished training run (recorded "
+                        help="accept a checkpoint.pt of an unfinished training (recorded "
                              "with its step in runtime.json)")
     parser.add_argument("--slice-step", type=int, default=1,
                         help="register the moving image keeping every N-th slice along axis 1 "

@@ -18,8 +18,8 @@ def add_commands(subparsers) -> None:
         description="Train METHOD on the training split of DATA. Writes OUT/model.pt (final), "
                     "OUT/checkpoint.pt (latest; rerunning the same command resumes from it), "
                     "OUT/loss.csv and OUT/train.json. Ctrl-C writes a checkpoint of the "
-                    "current step and exits with 130. A run of other settings or data in OUT "
-                    "is refused (see --replace-stale). Under torchrun, trains data-parallel. "
+                    "current step and exits with 130. A training of other settings or data in "
+                    "OUT is refused (see --replace-stale). Under torchrun, trains data-parallel. "
                     "Every setting: regbench.training.config.SETTINGS.")
     train.add_argument("method", metavar="METHOD", help="registry name (see `regbench methods`)")
     train.add_argument("--data", required=True, help="prepared dataset folder")
@@ -28,7 +28,7 @@ def add_commands(subparsers) -> None:
     train.add_argument("--replace-stale", action="store_true",
                        help="when OUT holds a model or checkpoint of another method, options, "
                             "config or data, move it into OUT/stale/ and train afresh (the "
-                            "workflow does; without it such a run is refused)")
+                            "workflow does; without it such a training is refused)")
     add_option_flag(train)
     train.set_defaults(func=run_train, parser=train)
 

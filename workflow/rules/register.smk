@@ -2,8 +2,9 @@
 #
 # Every registration job writes field.nii.gz and runtime.json into the pair's folder
 # results/{dataset}/pairs/{experiment}/{run}/{moving}/{fixed}/ (`regbench register-pairs`: the
-# method's own timing of each pair; --replace-stale deletes the pairs of a run of other options
-# or another checkpoint that the folder held, as Snakemake reruns it after a change); `evaluate_{dataset}` then scores every pair of a run in one
+# method's own timing of each pair; --replace-stale deletes the pairs of another registration
+# setup, of other options or another checkpoint, that the folder held, as Snakemake reruns it
+# after a change); `evaluate_{dataset}` then scores every pair of a run in one
 # CPU job (`regbench evaluate-pairs`), the same way for every method, external ones included
 # (metrics.json, and warped.nii.gz and warped_labels.nii.gz where volumes are kept).
 # - `register`: a method that is not learned, one job per pair (CPU; grouped on a cluster).

@@ -3,7 +3,7 @@
 # checkpoint.pt, loss.csv and train.json live beside it and are never deleted by Snakemake, so a
 # rerun of an interrupted job resumes from checkpoint.pt. When the data or the train settings
 # change, Snakemake reruns the job (newer dataset.json, changed params) and --replace-stale moves
-# the old run, whose identity (method, options, settings, data fingerprint) differs, into the
+# the old training, whose identity (method, options, settings, data fingerprint) differs, into the
 # folder's stale/ and trains afresh: no manual deletion. One folder per model rather than per
 # settings: the data fingerprint is not known when the DAG is built.
 
