@@ -223,11 +223,11 @@ class LearnedMethod(Method):
         Args:
             path: ``model.pt`` (or, with ``allow_unfinished``, a ``checkpoint.pt``).
             device: where the network runs.
-            allow_unfinished: accept a checkpoint of an unfinished training run.
+            allow_unfinished: accept a checkpoint of an unfinished training.
             overrides: options replacing the checkpoint's.
 
         Raises:
-            ValueError: the checkpoint is of another method, of an unfinished run (without
+            ValueError: the checkpoint is of another method, of an unfinished training (without
                 ``allow_unfinished``), or its weights do not fit the network of these options.
         """
         state = load_checkpoint(path)
@@ -236,7 +236,7 @@ class LearnedMethod(Method):
         record = checkpoint_record(path, state)
         if record["step"] < record["steps"] and not allow_unfinished:
             raise ValueError(f"{path}: checkpoint of step {record['step']} of {record['steps']}, "
-                             "an unfinished training run; give its model.pt, or "
+                             "an unfinished training; give its model.pt, or "
                              "--allow-unfinished to register with it anyway")
         method = cls(**{**state["options"], **overrides})
         method.network = method.build_network()
@@ -335,13 +335,13 @@ def load_trained(path: str | os.PathLike, device: torch.device | str = "cpu", *,
         path: ``model.pt`` (or, with ``allow_unfinished``, a ``checkpoint.pt``).
         device: where the network runs.
         method: the registry name the checkpoint must be of (``None``: the one it names).
-        allow_unfinished: accept a checkpoint of an unfinished training run.
+        allow_unfinished: accept a checkpoint of an unfinished training.
         overrides: options replacing the checkpoint's.
 
     Raises:
         InputError: the checkpoint is missing or unreadable, of an unknown method or one that is
-            not learned, of another method than ``method``, of an unfinished training run
-            (without ``allow_unfinished``), or its weights do not fit the network of its options
+            not learned, of another method than ``method``, of an unfinished training (without
+            ``allow_unfinished``), or its weights do not fit the network of its options
             with ``overrides``.
     """
     if method is None:

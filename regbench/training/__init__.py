@@ -1,7 +1,7 @@
 """The shared trainer of every learned method, one concept a module.
 
 - :mod:`~regbench.training.config`: every setting, written once (pure Python);
-- :mod:`~regbench.training.identity`: a training run's identity, and runs of another in its
+- :mod:`~regbench.training.identity`: a training's identity, and trainings of another in its
   folder (the checkpoint format itself is :mod:`regbench.checkpoint`, below the methods);
 - :mod:`~regbench.training.data`: the training images and the seeded pairs;
 - :mod:`~regbench.training.validation`: validation pairs and their scoring;

@@ -1,4 +1,4 @@
-"""How a training run is driven: its processes (DDP under torchrun), its precision (mixed where
+"""How a training is driven: its processes (DDP under torchrun), its precision (mixed where
 native), its stops (SIGINT, SIGTERM) and its failures (non-finite values)."""
 
 from __future__ import annotations

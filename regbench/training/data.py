@@ -1,7 +1,7 @@
 """The training data: every training image read once, and the seeded pairs drawn from them.
 
-Pairs are drawn with replacement by a seeded generator of their own, so a resumed run draws the
-same pairs as an uninterrupted one. Prepared volumes are already cropped, so the protocol's
+Pairs are drawn with replacement by a seeded generator of their own, so a resumed training draws
+the same pairs as an uninterrupted one. Prepared volumes are already cropped, so the protocol's
 crop jitter is emulated by shifting each volume by its own random whole-voxel offset (edge
 padded), drawn per volume as the official Dual-PRNet code does.
 """

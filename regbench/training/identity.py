@@ -1,10 +1,11 @@
-"""A training run's identity, and what becomes of a run of another identity in its folder.
+"""A training's identity, and what becomes of a training of another identity in its folder.
 
-Every checkpoint (:mod:`regbench.checkpoint`) holds the identity of its run (method, options,
-config, data, CPU threads) beside the training state. A run's identity is its
-method, options, config and data: the dataset's name, its training and validation subjects, and a
-fingerprint of their files (:meth:`regbench.data.dataset.Dataset.fingerprint`), so data prepared
-again with another seed under the same subject IDs is another run. Config fields that do not
+A *training* is one fit of a learned method's network into one output folder. Every checkpoint
+(:mod:`regbench.checkpoint`) holds the identity of its training (method, options, config, data,
+CPU threads) beside the training state. A training's identity is its method, options, config
+and data: the dataset's name, its training and validation subjects, and a fingerprint of their
+files (:meth:`regbench.data.dataset.Dataset.fingerprint`), so data prepared again with another
+seed under the same subject IDs is another training. Config fields that do not
 change what is trained may differ (:data:`regbench.training.config.RUN_ONLY_FIELDS`), but a
 resume (a checkpoint without a finished model) also needs the CPU threads of its checkpoint:
 other threads sum in another order and end in other weights.
@@ -35,11 +36,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STALE = "stale"
-"""Folder inside the output folder that receives a run of another identity (``replace_stale``)."""
+"""Folder inside the output folder that receives a training of another identity
+(``replace_stale``)."""
 
 
-def run_identity(method: LearnedMethod, config: TrainConfig, dataset: Dataset) -> dict[str, Any]:
-    """What makes a training run itself: method, options, config, data and this process's CPU
+def training_identity(method: LearnedMethod, config: TrainConfig,
+                      dataset: Dataset) -> dict[str, Any]:
+    """What makes a training itself: method, options, config, data and this process's CPU
     threads (set before this is called)."""
     return {"method": method.name, "options": plain(method.options),
             "config": plain(dataclasses.asdict(config)),
@@ -49,11 +52,12 @@ def run_identity(method: LearnedMethod, config: TrainConfig, dataset: Dataset) -
                         "fingerprint": dataset.fingerprint([*dataset.train, *dataset.val])}}
 
 
-def set_aside_stale_run(out_dir: Path, identity: dict[str, Any], replace: bool, rank: int,
-                         world: int) -> None:
+def set_aside_stale_training(out_dir: Path, identity: dict[str, Any], replace: bool, rank: int,
+                             world: int) -> None:
     """Refuse a model or checkpoint in ``out_dir`` of another identity, or with ``replace``
     move it, its loss log and record into ``out_dir/stale/``."""
-    for path in (out_dir / MODEL, out_dir / CHECKPOINT):  # a finished run speaks for the folder
+    # A finished training speaks for the folder.
+    for path in (out_dir / MODEL, out_dir / CHECKPOINT):
         if path.exists():
             found = differences(load_checkpoint(path), identity,
                                 resuming=path.name == CHECKPOINT)
@@ -65,8 +69,8 @@ def set_aside_stale_run(out_dir: Path, identity: dict[str, Any], replace: bool, 
     what = "; ".join(found)
     if not replace:
         raise InputError(
-            f"{path}: written by another training run ({what}); give another output folder, or "
-            "--replace-stale to move that run into its stale/ folder and train afresh")
+            f"{path}: written by another training ({what}); give another output folder, or "
+            "--replace-stale to move that training into its stale/ folder and train afresh")
     if world > 1:
         dist.barrier()  # every process has read the stale files before they move
     if rank == 0:
@@ -76,7 +80,7 @@ def set_aside_stale_run(out_dir: Path, identity: dict[str, Any], replace: bool, 
         for name in (MODEL, CHECKPOINT, LOSS_LOG, RECORD):
             if (out_dir / name).exists():
                 os.replace(out_dir / name, stale / name)
-        log.warning("%s: another training run (%s) moved to %s; training afresh", out_dir, what,
+        log.warning("%s: another training (%s) moved to %s; training afresh", out_dir, what,
                     stale)
     if world > 1:
         dist.barrier()
@@ -84,7 +88,7 @@ def set_aside_stale_run(out_dir: Path, identity: dict[str, Any], replace: bool, 
 
 def differences(state: dict[str, Any], identity: dict[str, Any], resuming: bool = False
                  ) -> list[str]:
-    """How a saved state's run differs from ``identity`` (empty: the same run).
+    """How a saved state's training differs from ``identity`` (empty: the same training).
 
     ``resuming`` (a checkpoint, not a finished model): the CPU threads must be the same too,
     since other threads sum in another order and end in other weights.

@@ -1,5 +1,5 @@
 """The training logs: ``loss.csv`` (one row per step), ``validation.csv`` (one row per
-validation) and the names of the files a training run writes beside them."""
+validation) and the names of the files a training writes beside them."""
 
 from __future__ import annotations
 

@@ -101,7 +101,7 @@ from regbench.training.control import (
     precision_name,
 )
 from regbench.training.data import PairSampler, TrainingVolumes
-from regbench.training.identity import run_identity, set_aside_stale_run
+from regbench.training.identity import set_aside_stale_training, training_identity
 from regbench.training.logs import LOSS_LOG, RECORD, VALIDATION_LOG, LossLog, truncate_log
 from regbench.training.validation import Validation
 
@@ -151,8 +151,8 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
     set_threads(config.threads)
     seed_everything(config.seed)
     network = method.build_network()
-    identity = run_identity(method, config, dataset)
-    set_aside_stale_run(out_dir, identity, replace_stale, rank, world)
+    identity = training_identity(method, config, dataset)
+    set_aside_stale_training(out_dir, identity, replace_stale, rank, world)
     model_path = out_dir / MODEL
     if model_path.exists():
         state = load_checkpoint(model_path)
