@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
+BEST = "best.pt"
+FINAL = "final.pt"
 STALE = "stale"
 """Folder inside the output folder that receives a run of another identity (``replace_stale``)."""
 CHECKPOINT_FORMAT = 1
@@ -52,7 +54,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     :class:`TrainConfig` as a dict), ``dataset`` (``name``, ``train`` and ``val`` subject IDs,
     ``fingerprint`` of their files),
     ``elapsed_s`` (wall seconds of training so far), ``resumed_at`` (steps resumed from),
-    ``format``.
+    ``best`` (step and validation Dice of the best validation so far, or ``None``),
+    ``finished`` (``model.pt`` only), ``format``.
     """
     path = Path(path)
     if not path.exists():
@@ -70,14 +73,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def checkpoint_record(path: str | os.PathLike, state: dict[str, Any]) -> dict[str, Any]:
-    """What a registration records of the checkpoint it used: ``{"sha256", "step", "steps"}``
-    (the file's hash, the step it holds, the steps of its training run)."""
+    """What a registration records of the checkpoint it used: ``{"sha256", "step", "steps",
+    "finished"}`` (the file's hash, the step whose weights it holds, the steps of its training
+    run, whether that run finished: a ``model.pt`` of ``select: best`` may hold an earlier step)."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         while block := file.read(1 << 20):
             digest.update(block)
-    return {"sha256": digest.hexdigest(), "step": int(state["step"]),
-            "steps": int(state["config"]["steps"])}
+    steps = int(state["config"]["steps"])
+    return {"sha256": digest.hexdigest(), "step": int(state["step"]), "steps": steps,
+            "finished": bool(state.get("finished", int(state["step"]) >= steps))}
 
 
 def run_identity(method: LearnedMethod, config: TrainConfig, dataset: Dataset) -> dict[str, Any]:
@@ -93,8 +98,10 @@ def run_identity(method: LearnedMethod, config: TrainConfig, dataset: Dataset) -
 
 def training_state(identity: dict[str, Any], network: torch.nn.Module,
            optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, sampler: PairSampler,
-           step: int, elapsed: float, resumed_at: list[int]) -> dict[str, Any]:
-    """The checkpoint: ``identity`` (method, options, config, dataset) and the training state."""
+           step: int, elapsed: float, resumed_at: list[int],
+           best: dict[str, float] | None = None) -> dict[str, Any]:
+    """The checkpoint: ``identity`` (method, options, config, dataset) and the training state;
+    ``best``: the step and validation Dice of the best validation so far (``None``: none)."""
     numpy_state = np.random.get_state(legacy=False)
     numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()
     return {
@@ -113,6 +120,7 @@ def training_state(identity: dict[str, Any], network: torch.nn.Module,
         },
         "elapsed_s": elapsed,
         "resumed_at": resumed_at,
+        "best": best,
     }
 
 
@@ -163,7 +171,7 @@ def set_aside_stale_run(out_dir: Path, identity: dict[str, Any], replace: bool, 
         stale = out_dir / STALE
         shutil.rmtree(stale, ignore_errors=True)
         stale.mkdir()
-        for name in (MODEL, CHECKPOINT, LOSS_LOG, RECORD):
+        for name in (MODEL, CHECKPOINT, BEST, FINAL, LOSS_LOG, RECORD):
             if (out_dir / name).exists():
                 os.replace(out_dir / name, stale / name)
         log.warning("%s: another training run (%s) moved to %s; training afresh", out_dir, what,
