@@ -20,7 +20,8 @@ from typing import Any
 
 _EXPORTS = {
     "config": ("SETTINGS", "RUN_ONLY_FIELDS", "Setting", "TrainConfig"),
-    "checkpoint": ("BEST", "CHECKPOINT", "FINAL", "MODEL", "STALE", "checkpoint_record", "load_checkpoint"),
+    "checkpoint": ("BEST", "CHECKPOINT", "FINAL", "MODEL", "STALE", "checkpoint_record",
+                   "load_checkpoint"),
     "control": ("TrainingDiverged", "TrainingInterrupted", "autocast_dtype", "precision_name"),
     "data": ("PairSampler", "TrainingVolumes"),
     "logs": ("LOSS_LOG", "RECORD", "VALIDATION_LOG"),
