@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
+BEST = "best.pt"
+FINAL = "final.pt"
 CHECKPOINT_FORMAT = 1
 
 
@@ -36,7 +38,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     :class:`~regbench.training.config.TrainConfig` as a dict), ``dataset`` (``name``, ``train``
     and ``val`` subject IDs, ``fingerprint`` of their files), ``threads``,
     ``elapsed_s`` (wall seconds of training so far), ``resumed_at`` (steps resumed from),
-    ``format``.
+    ``best`` (step and validation Dice of the best validation so far, or ``None``),
+    ``finished`` (``model.pt`` only), ``format``.
 
     Raises:
         InputError: the file is missing, unreadable, or not a regbench checkpoint.
@@ -57,22 +60,26 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def checkpoint_record(path: str | os.PathLike, state: dict[str, Any]) -> dict[str, Any]:
-    """What a registration records of the checkpoint it used: ``{"sha256", "step", "steps"}``
-    (the file's hash, the step it holds, the steps of its training)."""
+    """What a registration records of the checkpoint it used: ``{"sha256", "step", "steps",
+    "finished"}`` (the file's hash, the step whose weights it holds, the steps of its training,
+    whether that training finished: a ``model.pt`` of ``select: best`` may hold an earlier
+    step)."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         while block := file.read(1 << 20):
             digest.update(block)
-    return {"sha256": digest.hexdigest(), "step": int(state["step"]),
-            "steps": int(state["config"]["steps"])}
+    steps = int(state["config"]["steps"])
+    return {"sha256": digest.hexdigest(), "step": int(state["step"]), "steps": steps,
+            "finished": bool(state.get("finished", int(state["step"]) >= steps))}
 
 
 def training_state(identity: dict[str, Any], network: torch.nn.Module,
                    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                    sampler_rng: np.random.Generator, step: int, elapsed: float,
-                   resumed_at: list[int]) -> dict[str, Any]:
+                   resumed_at: list[int], best: dict[str, float] | None = None) -> dict[str, Any]:
     """The checkpoint: ``identity`` (method, options, config, dataset, threads) and the training
-    state, with the pair sampler's generator ``sampler_rng`` among the RNGs."""
+    state, with the pair sampler's generator ``sampler_rng`` among the RNGs; ``best``: the step
+    and validation Dice of the best validation so far (``None``: none)."""
     numpy_state = np.random.get_state(legacy=False)
     numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()
     return {
@@ -91,6 +98,7 @@ def training_state(identity: dict[str, Any], network: torch.nn.Module,
         },
         "elapsed_s": elapsed,
         "resumed_at": resumed_at,
+        "best": best,
     }
 
 

@@ -234,7 +234,7 @@ class LearnedMethod(Method):
         if state["method"] != cls.name:
             raise ValueError(f"{path}: checkpoint of method {state['method']!r}, not {cls.name!r}")
         record = checkpoint_record(path, state)
-        if record["step"] < record["steps"] and not allow_unfinished:
+        if not record["finished"] and not allow_unfinished:
             raise ValueError(f"{path}: checkpoint of step {record['step']} of {record['steps']}, "
                              "an unfinished training; give its model.pt, or "
                              "--allow-unfinished to register with it anyway")

@@ -109,7 +109,7 @@ def test_load_trained_refuses_what_it_cannot_register_with(trained, tmp_path):
     out, _ = trained
     method = load_trained(out / "model.pt")  # the method the checkpoint names
     assert method.name == "voxelmorph" and method.network is not None
-    assert method.checkpoint["step"] == method.checkpoint["steps"] == 3
+    assert method.checkpoint["finished"] and method.checkpoint["steps"] == 3
     assert load_trained(out / "model.pt", method="voxelmorph").options == method.options
     with pytest.raises(InputError, match="checkpoint of method 'voxelmorph', not 'dualprnet'"):
         load_trained(out / "model.pt", method="dualprnet")

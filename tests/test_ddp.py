@@ -59,7 +59,8 @@ TOY = textwrap.dedent('''
         data, out = sys.argv[1:3]
         train(Toy(), Dataset.load(data), out,
               TrainConfig(steps=6, batch_size=2, lr=1e-2, warmup_steps=2, checkpoint_every=4,
-                          crop_jitter=1, seed=5, amp=False, device="cpu", threads=1))
+                          crop_jitter=1, seed=5, amp=False, device="cpu", threads=1,
+                          select="final"))
 ''')
 
 DISTRIBUTED_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")

@@ -32,7 +32,8 @@ torch.set_num_threads(1)
 
 SMALL = {"nb_features": [[4, 8, 8, 8], [8, 8, 8, 8, 8, 4, 4]]}
 CONFIG = TrainConfig(steps=8, batch_size=1, lr=2e-3, warmup_steps=3, checkpoint_every=3,
-                     seed=3, crop_jitter=2, moving_slice_step=2, device="cpu", threads=1)
+                     seed=3, crop_jitter=2, moving_slice_step=2, device="cpu", threads=1,
+                     select="final")
 
 
 def small_voxelmorph():
@@ -73,6 +74,63 @@ def test_learning_rate_warms_up_linearly_then_stays():
     assert [learning_rate(s, config) for s in range(1, 7)] == pytest.approx(
         [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
     assert learning_rate(1, replace(config, warmup_steps=0)) == 1e-3
+
+
+def test_cosine_schedule_decays_to_zero_after_the_warm_up():
+    config = TrainConfig(lr=1e-3, warmup_steps=2, steps=6, lr_schedule="cosine")
+    assert [learning_rate(s, config) for s in range(1, 7)] == pytest.approx(
+        [5e-4, 1e-3, 1e-3 * (1 + np.cos(np.pi / 4)) / 2, 5e-4, 1e-3 * (1 - np.cos(np.pi / 4)) / 2,
+         0.0], abs=1e-12)
+    with pytest.raises(ValueError, match="lr_schedule must be one of constant, cosine"):
+        TrainConfig(lr_schedule="step")
+
+
+def scripted_validation(monkeypatch, dice_by_step: dict[int, float]) -> None:
+    """Make every validation report ``dice_by_step[step]`` (FAIM and merged)."""
+    from regbench.training.validation import Validation
+
+    def run(self, method, step, elapsed):
+        return {"step": step, "time_s": elapsed, "dice_faim": dice_by_step[step],
+                "dice_merged": dice_by_step[step], "eval_s": 0.01}
+
+    monkeypatch.setattr(Validation, "run", run)
+
+
+@pytest.mark.parametrize("select, kept", [("best", 4), ("final", 6)])
+def test_the_model_holds_the_best_validated_or_the_final_step(select, kept, demo_dataset,
+                                                              tmp_path, monkeypatch):
+    """On real LPBA40 a network's validation Dice rose, then fell below no registration by the
+    last step: ``select: best`` registers with the best validated weights, the last ones kept."""
+    from regbench.reports.learning_curves import read_learning_curves
+
+    scripted_validation(monkeypatch, {0: 0.60, 2: 0.62, 4: 0.66, 6: 0.59})
+    config = replace(CONFIG, steps=6, validate_every=2, select=select)
+    model = train(small_voxelmorph(), demo_dataset, tmp_path, config)
+    states = {name: load_checkpoint(tmp_path / f"{name}.pt") for name in ("model", "best", "final")}
+    assert states["best"]["step"] == 4 and states["final"]["step"] == 6
+    assert states["model"]["step"] == kept and states["model"]["finished"]
+    source = states["best" if select == "best" else "final"]
+    for key, value in source["network"].items():
+        assert torch.equal(value, states["model"]["network"][key]), key
+    assert not torch.equal(states["best"]["network"]["flow.weight"],
+                           states["final"]["network"]["flow.weight"])
+    record = json.loads((tmp_path / "train.json").read_text())["selected"]
+    assert record == {"rule": select, "step": kept,
+                      "best_validation": {"step": 4, "dice_faim": 0.66}}
+    method = get_method("voxelmorph").from_checkpoint(model)  # a finished run, even at step 4
+    assert method.checkpoint["step"] == kept and method.checkpoint["finished"]
+    _, validation = read_learning_curves({"vm": tmp_path})
+    assert validation.loc[validation["selected"], "step"].tolist() == [kept]
+
+
+def test_the_best_validation_survives_a_resume(demo_dataset, tmp_path, monkeypatch):
+    scripted_validation(monkeypatch, {0: 0.5, 2: 0.7, 4: 0.6, 6: 0.65})
+    config = replace(CONFIG, steps=6, validate_every=2, checkpoint_every=3, select="best")
+    with pytest.raises(Interrupt):  # killed during step 5: the checkpoint holds step 3
+        train(interrupt_at(small_voxelmorph(), 5), demo_dataset, tmp_path, config)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["best"] == {"step": 2, "dice_faim": 0.7}
+    train(small_voxelmorph(), demo_dataset, tmp_path, config)
+    assert load_checkpoint(tmp_path / "model.pt")["step"] == 2
 
 
 def test_outputs_and_loss_log(uninterrupted, demo_dataset):
@@ -153,7 +211,7 @@ def test_voxelmorph_loss_goes_down(demo_dataset, tmp_path):
     method = small_voxelmorph()
     train(method, demo_dataset, tmp_path,
           TrainConfig(steps=12, lr=5e-3, warmup_steps=2, checkpoint_every=12, device="cpu",
-                      threads=1))
+                      threads=1, select="final"))
     before, after = mean_loss(untrained), mean_loss(method)
     assert after < before - 0.015, (before, after)
 

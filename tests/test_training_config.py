@@ -36,13 +36,15 @@ def test_the_schema_repeats_the_defaults_and_ranges():
     defaults = {key: value["default"]
                 for key, value in document["properties"]["train"]["properties"].items()}
     shared = sorted(set(ranges) & set(SETTINGS))
-    assert {"steps", "lr", "validate_every", "amp", "seed"} <= set(shared)
+    assert {"steps", "lr", "validate_every", "amp", "seed", "select", "lr_schedule"} <= set(shared)
     for name in shared:
         setting = SETTINGS[name]
         if name not in WORKFLOW_ONLY_DEFAULTS:
             assert defaults[name] == setting.default, name
         assert ranges[name].get("minimum") == setting.minimum, name
         assert ("exclusiveMinimum" in ranges[name]) == setting.positive, name
+        assert ranges[name].get("enum") == (list(setting.choices) if setting.choices else
+                                            ranges[name].get("enum")), name
 
 
 @pytest.mark.parametrize("name", [n for n, s in SETTINGS.items() if s.flag is not None])
@@ -50,6 +52,8 @@ def test_each_flag_sets_its_setting(name):
     parser = build_parser()
     kind = setting_type(name)
     value = {int: 7, float: 0.5, str: "cpu", bool: not SETTINGS[name].default}[kind]
+    if SETTINGS[name].choices:
+        value = SETTINGS[name].choices[-1]
     argv = ["train", "dualprnet", "--data", "d", "--out", "o"]
     argv += " ".join(command_line({name: value})).split()
     args = parser.parse_args(argv)

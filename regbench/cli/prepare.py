@@ -28,9 +28,13 @@ def add_commands(subparsers) -> None:
         "lpba40", help="LPBA40 (LONI, manual download): affine to MNI152, then crop",
         description=(
             "LPBA40 from LONI's delineation-space download (Analyze .hdr + .img[.gz], searched "
-            "under RAW as .../delineation_space/S01/...). Voxel axes are read as RAS; each "
-            "subject is registered affinely (ANTs) to nilearn's MNI152 brain template on the "
-            "FSL 1 mm grid, then cropped. Split: S01-S30 train, S31-S40 test."))
+            "under RAW as .../delineation_space/S01/...), or from a flat folder RAW of "
+            "160x192x160 1 mm NIfTI files (S01.delineation.skullstripped.nii.gz + "
+            "S01.delineation.structure.label.nii.gz, as registration repositories distribute "
+            "it; the header's orientation is ignored and checked from the labels). Voxel axes "
+            "are read as RAS; each subject is registered affinely (ANTs) to nilearn's MNI152 "
+            "brain template on the FSL 1 mm grid, then cropped. Split: S01-S30 train, S31-S40 "
+            "test."))
     _common(lpba40, "S01,S31")
     lpba40.add_argument("--threads", type=int, default=None,
                         help="ITK threads for ANTs (default: 1; with more, ANTs' sampled "

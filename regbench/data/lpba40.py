@@ -1,4 +1,15 @@
-"""LPBA40 from LONI's delineation-space distribution, onto the paper's crop of the MNI152 grid.
+"""LPBA40 onto the paper's crop of the MNI152 grid, from either of its two distributions.
+
+Two layouts are read, found by what ``--raw`` holds (:func:`find_layout`):
+
+* ``delineation_space``: LONI's own Analyze files (below);
+* ``nifti``: LPBA40 as many registration repositories distribute it, a flat folder of
+  ``S01.delineation.skullstripped.nii.gz`` + ``S01.delineation.structure.label.nii.gz``
+  (``.nii`` too), already resampled to 1 mm and cropped to 160x192x160, intensities in [0, 1],
+  roughly aligned to one another (:func:`nifti_files`, :func:`read_nifti_subject`).
+
+Both are registered affinely to MNI152 the same way and cropped alike, so the two give the same
+kind of dataset; ``dataset.json`` says which layout was read.
 
 LONI ships each subject as two Analyze 7.5 pairs in ``.../delineation_space/S01/``::
 
@@ -15,6 +26,13 @@ carried along with ANTs' ``genericLabel`` interpolation (no new IDs, no lost thi
 with nearest neighbour), and both are cropped to ``[11:171, 13:205, 11:171]``. Intensities are
 divided by the maximum of the cropped volume; IDs outside the 56 LPBA40 labels are set to 0 and
 recorded in the manifest.
+
+The NIfTI layout's headers carry a default affine, ``diag(-1, -1, 1)`` with a zero origin, that
+claims LPS voxel axes; the labels say the axes are RAS (left structures at low axis-0 indices,
+frontal anterior of occipital along axis 1, cerebellum inferior along axis 2). So the header's
+orientation is never used: the axes are taken as RAS at 1 mm (:func:`nifti_affine`), and every
+label map is checked to agree (:func:`check_orientation`); a volume whose labels contradict it
+(a flipped copy, another distribution) is refused, naming the file and what it saw.
 
 Reproducibility: ANTs samples its metric at random points. The seed is passed to ANTs
 (``--random-seed``, as ``seed + 1`` because ANTs reads 0 as "seed from the clock"), and ITK runs
@@ -37,7 +55,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import nibabel as nib
 import numpy as np
@@ -62,7 +80,7 @@ from regbench.data.resolution import (
     resampling_record,
     source_note,
 )
-from regbench.io import InputError, checked_image, checked_labels
+from regbench.io import InputError, checked_image, checked_labels, load_nifti
 from regbench.runtime import versions
 
 log = logging.getLogger(__name__)
@@ -103,6 +121,18 @@ TEMPLATE_SOURCE = ("nilearn.datasets.load_mni152_template(resolution=1) (MNI152 
                    "(continuous) onto the FSL MNI152 1 mm grid, divided by its maximum")
 
 _SUBJECT = re.compile(r"S\d\d")
+
+Layout = Literal["delineation_space", "nifti"]
+LAYOUTS: dict[str, str] = {
+    "delineation_space": "LONI's delineation-space Analyze files (S01/S01.delineation.*.img.gz)",
+    "nifti": "a flat folder of 160x192x160 1 mm NIfTI files (S01.delineation.*.nii.gz)",
+}
+"""The layouts :func:`prepare` reads, and how ``dataset.json`` names them."""
+
+NIFTI_SHAPE: tuple[int, int, int] = protocol.CROP_SHAPE
+NIFTI_SPACING: tuple[float, float, float] = (1.0, 1.0, 1.0)
+_NIFTI_NAME = re.compile(r"(S\d\d)\.delineation\.(skullstripped|structure\.label)\.nii(\.gz)?")
+_NIFTI_KINDS = {"skullstripped": "image", "structure.label": "labels"}
 
 
 # --- the template and the delineation grid -------------------------------------------------------
@@ -265,6 +295,157 @@ def _squeezed(shape: Sequence[int]) -> tuple[int, ...]:
     return shape
 
 
+# --- the flat NIfTI layout -----------------------------------------------------------------------
+
+
+def find_layout(raw: str | os.PathLike) -> tuple[Layout, Path]:
+    """Which layout ``raw`` holds, and its folder: ``("nifti", raw)`` when ``raw`` itself holds
+    ``S<nn>.delineation.*.nii[.gz]`` files, else ``("delineation_space", ...)`` as
+    :func:`find_delineation_space` finds it.
+
+    Raises:
+        InputError: ``raw`` holds neither layout.
+    """
+    raw = Path(raw)
+    if raw.is_dir() and any(_NIFTI_NAME.fullmatch(p.name) for p in raw.iterdir()):
+        return "nifti", raw
+    return "delineation_space", find_delineation_space(raw)
+
+
+def nifti_files(folder: str | os.PathLike) -> dict[str, dict[str, Path]]:
+    """``{subject: {"image": path, "labels": path}}`` of a flat NIfTI folder, in subject order.
+
+    Raises:
+        InputError: a subject with an image but no label map (or the reverse), or one volume
+            present both as ``.nii`` and ``.nii.gz``.
+    """
+    folder = Path(folder)
+    found: dict[str, dict[str, Path]] = {}
+    for path in sorted(folder.iterdir()):
+        match = _NIFTI_NAME.fullmatch(path.name)
+        if match is None or not path.is_file():
+            continue
+        subject, kind = match.group(1), _NIFTI_KINDS[match.group(2)]
+        if kind in found.setdefault(subject, {}):
+            raise InputError(f"{path}: {subject}'s {kind} is there twice "
+                             f"({found[subject][kind].name} too); keep one")
+        found[subject][kind] = path
+    for subject, files in found.items():
+        for kind in ("image", "labels"):
+            if kind not in files:
+                other = next(iter(files.values()))
+                raise InputError(f"{other}: {subject} has no {kind} file beside it (expected "
+                                 f"{_nifti_name(subject, kind)})")
+    return {s: found[s] for s in protocol.LPBA40_SUBJECTS if s in found}
+
+
+def _nifti_name(subject: str, kind: str) -> str:
+    stem = IMAGE_STEM if kind == "image" else LABELS_STEM
+    return stem.format(subject=subject) + ".nii.gz"
+
+
+def nifti_affine() -> np.ndarray:
+    """Voxel -> world mm of the NIfTI layout's grid: RAS voxel axes of 1 mm, grid centre at
+    world 0 (the header's affine is not used: module docstring)."""
+    shape = np.array(NIFTI_SHAPE, dtype=float)
+    affine = np.eye(4)
+    affine[:3, 3] = -(shape - 1) / 2
+    return affine
+
+
+def read_nifti_volume(path: Path, kind: Literal["image", "labels"]) -> np.ndarray:
+    """One volume of the NIfTI layout, checked: its grid (160x192x160 of 1 mm), then its values
+    (:func:`~regbench.io.checked_image` or :func:`~regbench.io.checked_labels`).
+
+    Raises:
+        InputError: an unreadable file, another grid, or bad values; the message names ``path``.
+    """
+    check_nifti_grid(path)
+    data, _ = load_nifti(path)
+    data = np.asarray(data).reshape(NIFTI_SHAPE)
+    return checked_image(data, path) if kind == "image" else checked_labels(data, path)
+
+
+def check_nifti_grid(path: Path) -> None:
+    """Check a NIfTI file's grid from its header alone (no voxels read).
+
+    Raises:
+        InputError: an unreadable header or another grid than 160x192x160 of 1 mm.
+    """
+    try:
+        image = nib.load(str(path))
+    except Exception as err:  # nibabel raises many types for a bad header
+        raise InputError(f"{path}: not a readable NIfTI image ({err})") from None
+    shape = _squeezed(image.shape)
+    spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
+    if shape != NIFTI_SHAPE or not np.allclose(spacing, NIFTI_SPACING, atol=1e-3):
+        raise InputError(f"{path}: grid {format_grid(shape, spacing)} is not the NIfTI layout's "
+                         f"{format_grid(NIFTI_SHAPE, NIFTI_SPACING)}")
+
+
+def check_orientation(labels: np.ndarray, source: str | os.PathLike) -> dict[str, float]:
+    """Check from the labels alone that the voxel axes are RAS, as the suite reads them.
+
+    Measured on centroids (voxel indices): left structures (odd IDs) lie at lower axis-0 indices
+    than right ones (even), the frontal region at higher axis-1 indices than the occipital one,
+    the cerebellum (181) at lower axis-2 indices than the frontal region. Returns those six
+    centroids.
+
+    Raises:
+        InputError: a check fails or a structure it needs is missing; the message names
+            ``source`` and what was measured.
+    """
+    def centroid(ids: Sequence[int], axis: int, what: str) -> float:
+        inside = np.isin(labels, ids)
+        if not inside.any():
+            raise InputError(f"{source}: no {what} label ({_id_range(ids)}): cannot tell the "
+                             "orientation from the labels")
+        index = np.nonzero(inside)[axis]
+        return float(index.mean())
+
+    structures = [i for i in protocol.LPBA40_LABELS if i not in protocol.LPBA40_UNPAIRED]
+    frontal, occipital = (protocol.LPBA40_REGIONS[r] for r in ("Frontal", "Occipital"))
+    seen = {
+        "left_axis0": centroid([i for i in structures if i % 2], 0, "left (odd)"),
+        "right_axis0": centroid([i for i in structures if not i % 2], 0, "right (even)"),
+        "frontal_axis1": centroid(frontal, 1, "frontal"),
+        "occipital_axis1": centroid(occipital, 1, "occipital"),
+        "cerebellum_axis2": centroid([protocol.LPBA40_CEREBELLUM], 2, "cerebellum"),
+        "frontal_axis2": centroid(frontal, 2, "frontal"),
+    }
+    contradictions = [
+        text for text, wrong in (
+            (f"left structures at axis-0 index {seen['left_axis0']:.0f}, right at "
+             f"{seen['right_axis0']:.0f} (left must be lower: axis 0 runs left -> right)",
+             seen["left_axis0"] >= seen["right_axis0"]),
+            (f"frontal at axis-1 index {seen['frontal_axis1']:.0f}, occipital at "
+             f"{seen['occipital_axis1']:.0f} (frontal must be higher: axis 1 runs posterior -> "
+             "anterior)", seen["frontal_axis1"] <= seen["occipital_axis1"]),
+            (f"cerebellum at axis-2 index {seen['cerebellum_axis2']:.0f}, frontal at "
+             f"{seen['frontal_axis2']:.0f} (cerebellum must be lower: axis 2 runs inferior -> "
+             "superior)", seen["cerebellum_axis2"] >= seen["frontal_axis2"]),
+        ) if wrong]
+    if contradictions:
+        raise InputError(f"{source}: the labels contradict the RAS voxel axes the suite reads "
+                         f"this layout with: {'; '.join(contradictions)}. Is the volume "
+                         "flipped, or from another distribution?")
+    return seen
+
+
+def _id_range(ids: Sequence[int]) -> str:
+    ids = sorted(ids)
+    return f"ID {ids[0]}" if len(ids) == 1 else f"IDs {ids[0]}-{ids[-1]}"
+
+
+def read_nifti_subject(files: Mapping[str, Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Read and check one subject of the NIfTI layout: ``(image float32, labels int32)`` on its
+    RAS 1 mm grid (:func:`nifti_affine`), the labels' orientation checked."""
+    image = read_nifti_volume(files["image"], "image")
+    labels = read_nifti_volume(files["labels"], "labels")
+    check_orientation(labels, files["labels"])
+    return image, labels
+
+
 # --- registration --------------------------------------------------------------------------------
 
 
@@ -354,7 +535,7 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
             registration: Mapping[str, Any] | None = None, seed: int = 0,
             threads: int | None = None, scale: float = 1.0,
             splits: Mapping[str, Sequence[str]] | None = None) -> Path:
-    """Prepare LPBA40 from LONI's delineation-space files in ``raw`` into ``out``.
+    """Prepare LPBA40 from ``raw`` (either layout, :func:`find_layout`) into ``out``.
 
     ``subjects``: IDs (``"S01,S31"`` or a list; default every subject found in ``raw``, or
     every subject of ``splits``). ``scale``: ``1 / k`` of the paper's 1 mm crop
@@ -372,8 +553,8 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
         unknown = [s for s in chosen if s not in protocol.LPBA40_SUBJECTS]
         if unknown:
             raise InputError(f"{', '.join(unknown)}: not LPBA40 subject ID(s) (S01 .. S40)")
-    space = find_delineation_space(raw)
-    found = _subject_folders(space)
+    layout, space = find_layout(raw)
+    found: Mapping[str, Any] = nifti_files(space) if layout == "nifti" else _subject_folders(space)
     if chosen is None:
         if not found:
             raise InputError(f"{space}: holds no LPBA40 subject folder (S01 .. S40).\n"
@@ -385,6 +566,10 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
         chosen = list(found)
     missing = [s for s in chosen if s not in found]
     if missing:
+        if layout == "nifti":
+            raise InputError(f"{', '.join(missing)} not found: expected "
+                             f"{space / _nifti_name(missing[0], 'image')} and "
+                             f"{_nifti_name(missing[0], 'labels')} beside it")
         expected = space / missing[0] / (IMAGE_STEM.format(subject=missing[0]) + ".img.gz")
         raise InputError(f"{', '.join(missing)} not found: expected {expected} (+ .hdr) and the "
                          f"label files beside it.\n{HOW_TO_GET}")
@@ -394,10 +579,18 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
 
     # Everything that can be checked without reading voxels, for every subject, before the slow
     # part: a typo in S40 should not surface after an hour of registrations.
-    files = {s: subject_files(found[s], s) for s in chosen}
-    for subject_pairs in files.values():
-        for pair in subject_pairs.values():
-            check_grid(pair, read_header(pair))
+    if layout == "nifti":
+        files = {s: found[s] for s in chosen}
+        for paths in files.values():
+            for path in paths.values():
+                check_nifti_grid(path)
+    else:
+        files = {s: subject_files(found[s], s) for s in chosen}
+        for subject_pairs in files.values():
+            for pair in subject_pairs.values():
+                check_grid(pair, read_header(pair))
+    read = read_nifti_subject if layout == "nifti" else read_subject
+    source_affine = nifti_affine() if layout == "nifti" else delineation_affine()
 
     itk_threads = use_itk_threads(threads)
     template, template_affine = mni_template()
@@ -406,19 +599,19 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
     dropped: dict[str, dict[str, int]] = {}
     with staged_dataset(out) as staging:
         for subject in tqdm(chosen, desc="LPBA40 -> MNI152", unit="subject"):
-            image, labels = read_subject(files[subject])
+            image, labels = read(files[subject])
             labels, dropped[subject] = clean_labels(labels, protocol.LPBA40_LABELS)
             if not labels.any():
-                raise InputError(f"{files[subject]['labels'].voxels}: no LPBA40 label ID in the "
-                                 f"label map (found only {sorted(dropped[subject])})")
+                raise InputError(f"{_voxels(files[subject]['labels'])}: no LPBA40 label ID in "
+                                 f"the label map (found only {sorted(dropped[subject])})")
             if dropped[subject]:
                 log.warning("%s: labels %s are not LPBA40 IDs; set to 0", subject,
                             ", ".join(dropped[subject]))
             warped, warped_labels, correlation[subject] = register_to_template(
-                image, labels, delineation_affine(), template, template_affine,
+                image, labels, source_affine, template, template_affine,
                 settings=settings, seed=seed)
             image, labels = downsample(
-                scale_by_maximum(crop(warped), files[subject]["image"].voxels),
+                scale_by_maximum(crop(warped), _voxels(files[subject]["image"])),
                 crop(warped_labels), factor)
             write_subject(staging, subject, image, labels, affine)
             log.info("%s: registered to MNI152 (correlation with the template %.3f)", subject,
@@ -428,9 +621,9 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
                             "alignment", subject, correlation[subject])
         manifest = make_manifest(
             name="lpba40",
-            source=("LPBA40 (LONI), delineation space; affinely registered (ANTs) to nilearn's "
-                    "MNI152 template on the FSL 1 mm grid, cropped to 160x192x160, intensities "
-                    "divided by the maximum of the cropped volume"
+            source=(f"LPBA40 (LONI), {LAYOUTS[layout]}; affinely registered (ANTs) to "
+                    "nilearn's MNI152 template on the FSL 1 mm grid, cropped to 160x192x160, "
+                    "intensities divided by the maximum of the cropped volume"
                     + source_note(factor)),
             subjects=chosen,
             splits=subset_splits(chosen, splits or protocol.LPBA40_SPLITS),
@@ -443,11 +636,16 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
             scale=1 / factor,
             split_source="paper" if splits is None else "given",
             raw=str(space.absolute()),
-            delineation_grid={
-                "shape": list(protocol.LPBA40_DELINEATION_SHAPE),
-                "spacing_mm": list(protocol.LPBA40_DELINEATION_SPACING),
-                "voxel_axes": "RAS (left->right, posterior->anterior, inferior->superior)",
-                "affine": delineation_affine().tolist(),
+            layout=layout,
+            source_grid={
+                "shape": list(NIFTI_SHAPE if layout == "nifti"
+                              else protocol.LPBA40_DELINEATION_SHAPE),
+                "spacing_mm": list(NIFTI_SPACING if layout == "nifti"
+                                   else protocol.LPBA40_DELINEATION_SPACING),
+                "voxel_axes": "RAS (left->right, posterior->anterior, inferior->superior)"
+                              + (", checked from every label map; the header's affine is not "
+                                 "used" if layout == "nifti" else ""),
+                "affine": source_affine.tolist(),
             },
             template=TEMPLATE_SOURCE,
             registration={
@@ -462,13 +660,22 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
             },
             template_correlation=correlation,
             dropped_labels=dropped,
-            files={s: {kind: [str(pair.header.absolute()), str(pair.voxels.absolute())]
-                       for kind, pair in files[s].items()} for s in chosen},
+            files={s: {kind: [str(path.absolute()) for path in _paths(entry)]
+                       for kind, entry in files[s].items()} for s in chosen},
             versions={**versions(), "nilearn": _version("nilearn")},
         )
         write_manifest(staging, manifest)
     log.info("LPBA40: %d subject(s) prepared in %s", len(chosen), out)
     return out
+
+
+def _voxels(entry: AnalyzePair | Path) -> Path:
+    """The file holding a volume's voxels, in either layout."""
+    return entry.voxels if isinstance(entry, AnalyzePair) else entry
+
+
+def _paths(entry: AnalyzePair | Path) -> list[Path]:
+    return [entry.header, entry.voxels] if isinstance(entry, AnalyzePair) else [entry]
 
 
 def _version(package: str) -> str:

@@ -68,7 +68,11 @@ LPBA40_LABELS: dict[int, str] = {
     181: "cerebellum",
     182: "brainstem",
 }
-"""The 56 LPBA40 labels (odd = left, even = right)."""
+"""The 56 LPBA40 labels (odd = left, even = right, but for the two unpaired ones)."""
+
+LPBA40_CEREBELLUM = 181
+LPBA40_UNPAIRED: tuple[int, ...] = (LPBA40_CEREBELLUM, 182)
+"""Structures that span both hemispheres (cerebellum, brainstem): no side in their ID."""
 
 LPBA40_REGIONS: dict[str, list[int]] = {
     "Frontal": list(range(21, 35)),

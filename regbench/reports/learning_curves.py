@@ -9,6 +9,7 @@ optimizer step (left) and the training wall time (right). The loss is shown as a
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,7 +23,7 @@ from regbench.io import InputError
 from regbench.naming import CONVENTION_TITLES
 from regbench.reports.figures import save_figure
 from regbench.reports.style import run_colors
-from regbench.training.logs import LOSS_LOG, VALIDATION_LOG
+from regbench.training.logs import LOSS_LOG, RECORD, VALIDATION_LOG
 
 SMOOTHING = 0.05
 """Running-mean window of the loss curve, as a fraction of the steps (at least 1 step)."""
@@ -33,8 +34,10 @@ def read_learning_curves(models: Mapping[str, str | os.PathLike]
     """``(loss, validation)`` tables of the models ``{label: model folder}``.
 
     ``loss``: columns ``model``, ``step``, ``loss``, ``time_s``; ``validation``: ``model``,
-    ``step``, ``time_s``, ``dice_faim``, ``dice_merged``. ``time_s`` is training wall time,
-    validation excluded (each validation's ``eval_s`` is taken off every later time).
+    ``step``, ``time_s``, ``dice_faim``, ``dice_merged``, ``selected`` (the step whose weights
+    the model holds, from ``train.json``: the best validation or the last step, by the training
+    setting ``select``). ``time_s`` is training wall time, validation excluded (each
+    validation's ``eval_s`` is taken off every later time).
 
     Raises:
         InputError: a model folder without ``loss.csv`` (not a trainer's folder) or with an
@@ -50,10 +53,25 @@ def read_learning_curves(models: Mapping[str, str | os.PathLike]
             validation = _read_csv(folder / VALIDATION_LOG, tuple(validation.columns))
         losses.append(loss.assign(model=label, time_s=loss["time_s"] - _validation_time(
             loss["step"], validation)))
-        validations.append(validation.assign(model=label, time_s=validation["time_s"] - (
-            _validation_time(validation["step"], validation))))
+        validations.append(validation.assign(
+            model=label, time_s=validation["time_s"] - _validation_time(validation["step"],
+                                                                        validation),
+            selected=validation["step"] == _selected_step(folder)))
     return (pd.concat(losses, ignore_index=True),
             pd.concat(validations, ignore_index=True))
+
+
+def _selected_step(folder: Path) -> int | None:
+    """The step whose weights the model of ``folder`` holds (``train.json``; ``None`` when a run
+    recorded none)."""
+    record = folder / RECORD
+    if not record.is_file():
+        return None
+    try:
+        selected = json.loads(record.read_text()).get("selected")
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{record}: not a readable training record ({err})") from None
+    return None if selected is None else int(selected["step"])
 
 
 def _validation_time(steps: pd.Series, validation: pd.DataFrame) -> np.ndarray:
@@ -92,6 +110,10 @@ def plot_learning_curves(loss: pd.DataFrame, validation: pd.DataFrame,
                 axes[0, column].plot(checks[x] / scale, checks[f"dice_{convention}"], style,
                                      marker="o", markersize=3, color=color,
                                      label=f"{model} ({CONVENTION_TITLES[convention]})")
+            kept = checks[checks["selected"].astype(bool)]
+            axes[0, column].plot(kept[x] / scale, kept["dice_faim"], linestyle="none",
+                                 marker="o", markersize=9, markerfacecolor="none", color=color,
+                                 label="_nolegend_")
     axes[0, 0].set_ylabel("Validation mean region Dice")
     axes[1, 0].set_ylabel(f"Training loss (running mean, {SMOOTHING:.0%} of the steps)")
     axes[1, 0].set_xlabel("Optimizer step")
@@ -99,6 +121,9 @@ def plot_learning_curves(loss: pd.DataFrame, validation: pd.DataFrame,
     for ax in axes.flat:
         ax.grid(alpha=0.3)
     axes[0, 0].legend(frameon=False, fontsize=7, loc="lower right")
+    if validation["selected"].astype(bool).any():
+        axes[0, 1].text(0.99, 0.02, "ring: the step whose weights each model holds",
+                        transform=axes[0, 1].transAxes, ha="right", va="bottom", fontsize=7)
     figure.suptitle(title or "Learning curves")
     if out_stem is not None:
         save_figure(figure, out_stem)

@@ -27,7 +27,8 @@ class Setting:
         positive: the value must be > 0 (for a float, where ``minimum`` would allow 0).
         flag: the ``regbench train`` flag that sets it (``None``: none).
         run_only: it does not change the trained weights, so a run may resume with another
-            value (see :mod:`regbench.training.checkpoint`).
+            value (see :mod:`regbench.training.identity`).
+        choices: the values allowed (``None``: any of its type).
     """
 
     default: Any
@@ -36,6 +37,7 @@ class Setting:
     positive: bool = False
     flag: str | None = None
     run_only: bool = False
+    choices: tuple[str, ...] | None = None
 
 
 # In the order of the workflow's command lines (workflow/rules/common.smk, train_args).
@@ -47,6 +49,9 @@ SETTINGS: dict[str, Setting] = {
     "seed": Setting(0, "random seed (network, pairs, jitter)", minimum=0, flag="--seed"),
     "warmup_steps": Setting(100, "steps of linear learning-rate warm-up", minimum=0,
                             flag="--warmup-steps"),
+    "lr_schedule": Setting("constant", "after warm-up: constant (the paper's), or cosine (half a "
+                                       "cosine from lr down to 0 at the last step)",
+                           flag="--lr-schedule", choices=("constant", "cosine")),
     "checkpoint_every": Setting(100, "steps between checkpoints", minimum=1,
                                 flag="--checkpoint-every", run_only=True),
     "crop_jitter": Setting(0, "random shift of each volume of a pair, +-N voxels per axis",
@@ -57,6 +62,10 @@ SETTINGS: dict[str, Setting] = {
     "validate_every": Setting(100, "steps between validations (0: none); the validation Dice "
                                    "goes to OUT/validation.csv", minimum=0,
                               flag="--validate-every", run_only=True),
+    "select": Setting("best", "the weights model.pt holds, and registration uses: best (the "
+                            "validated step of highest validation Dice, FAIM; the latest on a "
+                            "tie) or final (the last step); final when nothing is validated",
+                    flag="--select", choices=("best", "final")),
     "validation_pairs": Setting(6, "ordered validation pairs (of the val split, else the "
                                    "training split)", minimum=1, flag="--validation-pairs",
                                 run_only=True),
@@ -96,10 +105,12 @@ class TrainConfig:
     lr: float = SETTINGS["lr"].default
     seed: int = SETTINGS["seed"].default
     warmup_steps: int = SETTINGS["warmup_steps"].default
+    lr_schedule: str = SETTINGS["lr_schedule"].default
     checkpoint_every: int = SETTINGS["checkpoint_every"].default
     crop_jitter: int = SETTINGS["crop_jitter"].default
     flip: bool = SETTINGS["flip"].default
     validate_every: int = SETTINGS["validate_every"].default
+    select: str = SETTINGS["select"].default
     validation_pairs: int = SETTINGS["validation_pairs"].default
     device: str = SETTINGS["device"].default
     moving_slice_step: int = SETTINGS["moving_slice_step"].default
@@ -116,6 +127,9 @@ class TrainConfig:
                 continue
             if setting.minimum is not None and value < setting.minimum:
                 raise ValueError(f"{name} must be >= {setting.minimum}, got {value}")
+            if setting.choices is not None and value not in setting.choices:
+                raise ValueError(f"{name} must be one of {', '.join(setting.choices)}, "
+                                 f"got {value!r}")
             if setting.positive and not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
             if isinstance(value, float) and not math.isfinite(value):
@@ -141,6 +155,7 @@ def add_flags(parser: Any) -> None:
                                 help=f"{'off' if setting.default else 'on'}: {setting.help}")
         else:
             parser.add_argument(setting.flag, dest=name, type=setting_type(name), default=None,
+                                choices=setting.choices,
                                 help=f"{setting.help} (default: {setting.default})")
 
 

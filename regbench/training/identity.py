@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 
-from regbench.checkpoint import CHECKPOINT, MODEL, load_checkpoint
+from regbench.checkpoint import BEST, CHECKPOINT, FINAL, MODEL, load_checkpoint
 from regbench.io import InputError
 from regbench.training.config import RUN_ONLY_FIELDS, TrainConfig
 from regbench.training.logs import LOSS_LOG, RECORD
@@ -77,7 +77,7 @@ def set_aside_stale_training(out_dir: Path, identity: dict[str, Any], replace: b
         stale = out_dir / STALE
         shutil.rmtree(stale, ignore_errors=True)
         stale.mkdir()
-        for name in (MODEL, CHECKPOINT, LOSS_LOG, RECORD):
+        for name in (MODEL, CHECKPOINT, BEST, FINAL, LOSS_LOG, RECORD):
             if (out_dir / name).exists():
                 os.replace(out_dir / name, stale / name)
         log.warning("%s: another training (%s) moved to %s; training afresh", out_dir, what,

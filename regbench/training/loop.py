@@ -5,7 +5,11 @@ of distinct subjects of a dataset's training split and writes into ``out_dir``::
 
     checkpoint.pt   latest state (network, optimizer, grad scaler, step, every RNG), written
                     every ``checkpoint_every`` steps; rerunning the same command resumes from it
-    model.pt        the final state (same format), written last: its presence marks a finished run
+    best.pt         the state of the validation with the highest Dice so far (when validating)
+    final.pt        the state after the last step
+    model.pt        the weights registration uses: ``best.pt``'s or ``final.pt``'s, by the
+                    ``select`` setting (same format); written last: its presence marks a
+                    finished run
     loss.csv        one row per step: step, loss, each loss part, lr, time_s (wall seconds)
     validation.csv  one row per validation: step, time_s, loss, dice_faim, dice_merged, eval_s
     train.json      config, options, seed, precision, versions, device, dataset, wall time
@@ -29,12 +33,20 @@ Choices the paper leaves open, and how they are made here:
   (:meth:`~regbench.methods.LearnedMethod.run_network`), and the mean region Dice of the warped
   labels (both conventions, :mod:`regbench.metrics`) is logged to ``validation.csv`` beside
   ``loss.csv``. The pairs come from the dataset's ``val`` split, or from its training split when
-  it has no ``val`` split: never from the test split. Validation only monitors: nothing is
-  selected by it.
+  it has no ``val`` split: never from the test split.
+* **Model selection** (``select``). A network can end worse than it was: on real LPBA40 with
+  a constant learning rate of 1e-3, Dual-PRNet's validation Dice rose from 0.642 to 0.662 at step
+  500 and fell to 0.590 at step 600, below no registration. With ``select: best`` (the default)
+  ``model.pt`` holds the weights of the validation with the highest mean region Dice (FAIM; on a
+  tie the latest), the untrained network of step 0 included, so a training that never helped
+  says so; ``select: final`` keeps the last step. Both are kept (``best.pt``, ``final.pt``), and
+  ``train.json`` records which step the model holds. The validation pairs are never test pairs,
+  so the choice does not look at the test data.
 * **Slice thinning.** ``moving_slice_step > 1`` trains on moving images thinned by
   :func:`regbench.degrade.thin_slices` (axis 1), the fixed images are kept whole.
 * **Learning rate.** Step ``s`` (1-based) uses ``lr * min(1, s / warmup_steps)``: linear warm-up,
-  then constant (:func:`learning_rate`).
+  then constant (the paper's), or with ``lr_schedule: cosine`` half a cosine from ``lr`` after the
+  warm-up down to 0 at the last step (:func:`learning_rate`).
 * **Data parallel.** Under ``torchrun`` (``WORLD_SIZE > 1``) the network is wrapped in
   ``DistributedDataParallel`` (NCCL on CUDA, Gloo on CPU). ``batch_size`` is the *global* batch
   (pairs per optimizer step, all processes together, as in the paper's "batch 4 on 4 GPUs"): it
@@ -70,6 +82,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import time
@@ -81,7 +94,9 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from regbench.checkpoint import (
+    BEST,
     CHECKPOINT,
+    FINAL,
     MODEL,
     load_checkpoint,
     save_checkpoint,
@@ -113,10 +128,14 @@ log = logging.getLogger(__name__)
 
 
 def learning_rate(step: int, config: TrainConfig) -> float:
-    """Learning rate of optimizer step ``step`` (1-based): linear warm-up, then constant."""
-    if config.warmup_steps <= 0:
+    """Learning rate of optimizer step ``step`` (1-based): linear warm-up, then constant or
+    (``lr_schedule: cosine``) half a cosine down to 0 at step ``config.steps``."""
+    if step < config.warmup_steps:
+        return config.lr * step / config.warmup_steps
+    if config.lr_schedule == "constant" or config.steps <= config.warmup_steps:
         return config.lr
-    return config.lr * min(1.0, step / config.warmup_steps)
+    progress = (step - config.warmup_steps) / (config.steps - config.warmup_steps)
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def train(method: LearnedMethod, dataset: Dataset, out_dir: str | os.PathLike,
@@ -177,6 +196,7 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
     if rank == 0 and config.validate_every:
         validation = Validation(dataset, config.validation_pairs, config.moving_slice_step)
     start, elapsed, resumed_at = 0, 0.0, []
+    best: dict[str, float] | None = None  # {"step", "dice_faim"} of the best validation so far
     checkpoint_path = out_dir / CHECKPOINT
     if checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
@@ -187,6 +207,7 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
         set_rng_states(state["rng"], sampler.rng)
         start, elapsed = state["step"], state["elapsed_s"]
         resumed_at = [*state["resumed_at"], start]
+        best = state.get("best")
         log.info("resuming %s from %s at step %d", method.name, checkpoint_path, start)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -203,9 +224,20 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
     logger = LossLog(out_dir / LOSS_LOG) if rank == 0 else None
     validation_log = LossLog(out_dir / VALIDATION_LOG) if validation is not None else None
     method.network = network  # validation registers with it as registration will
-    if validation is not None and start == 0:  # the starting point: the untrained network
-        validation_log.append(validation.run(method, 0, 0.0))
+    def validate(step: int) -> dict[str, float]:
+        nonlocal best
+        record = validation.run(method, step, time.perf_counter() - began)
+        validation_log.append(record)
+        if best is None or record["dice_faim"] >= best["dice_faim"]:
+            best = {"step": step, "dice_faim": record["dice_faim"]}
+            save_checkpoint(training_state(identity, network, optimizer, scaler, sampler.rng,
+                                           step, time.perf_counter() - began, resumed_at, best),
+                            out_dir / BEST)
         network.train()
+        return record
+
+    if validation is not None and start == 0:  # the starting point: the untrained network
+        validate(0)
     steps = tqdm(range(start + 1, config.steps + 1), initial=start, total=config.steps,
                  desc=f"train {method.name}", unit="step", disable=rank != 0)
     stop = StopRequest(method.name).install()
@@ -241,18 +273,16 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
                 steps.set_postfix(loss=f"{values[0]:.4f}")
             if validation is not None and (step % config.validate_every == 0
                                            or step == config.steps):
-                record = validation.run(method, step, time.perf_counter() - began)
-                validation_log.append(record)
+                record = validate(step)
                 steps.set_postfix(loss=f"{values[0]:.4f}", dice=f"{record['dice_faim']:.3f}")
                 log.info("step %d: validation Dice %.4f (FAIM), %.4f (merged) on %d pairs", step,
                          record["dice_faim"], record["dice_merged"], len(validation.pairs))
-                network.train()
             stopping = step < config.steps and stop.requested(world)
             if rank == 0 and step < config.steps and (stopping or
                                                       step % config.checkpoint_every == 0):
                 save_checkpoint(training_state(identity, network, optimizer, scaler, sampler.rng,
-                                               step, time.perf_counter() - began, resumed_at),
-                                checkpoint_path)
+                                               step, time.perf_counter() - began, resumed_at,
+                                               best), checkpoint_path)
             if stopping:
                 raise TrainingInterrupted(
                     f"training {method.name} stopped at step {step} of {config.steps} "
@@ -266,7 +296,22 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
     if rank == 0:
         elapsed = time.perf_counter() - began
         final = training_state(identity, network, optimizer, scaler, sampler.rng, config.steps,
-                               elapsed, resumed_at)
+                               elapsed, resumed_at, best)
+        save_checkpoint(final, out_dir / FINAL)
+        kept = final
+        if config.select == "best" and best is not None and best["step"] < config.steps:
+            kept = load_checkpoint(out_dir / BEST)
+            if kept["step"] != best["step"]:  # only a non-deterministic resume can do this
+                raise RuntimeError(f"{out_dir / BEST} holds step {kept['step']}, but the best "
+                                   f"validation was step {best['step']}; train afresh, or "
+                                   "use --select final")
+            network.load_state_dict(kept["network"])
+            log.warning("%s: model.pt holds step %d (validation Dice %.4f, FAIM), the best "
+                        "validated; the last step's weights are in %s", method.name,
+                        best["step"], best["dice_faim"], FINAL)
+            if best["step"] == 0:
+                log.warning("%s: no trained step validated above the untrained network: "
+                            "training did not help", method.name)
         write_json(out_dir / RECORD, {
             "method": method.name, "label": method.label, "options": identity["options"],
             "config": identity["config"], "seed": config.seed, "steps": config.steps,
@@ -275,8 +320,10 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
             "device": describe_device(device), "versions": versions(),
             "dataset": {**identity["dataset"], "root": str(dataset.root)},
             "resumed_at": resumed_at, "wall_time_s": elapsed, "model": MODEL,
+            "selected": {"rule": config.select if best is not None else "final",
+                         "step": int(kept["step"]), "best_validation": best},
         })
-        save_checkpoint(final, model_path)  # last: its presence marks a finished run
+        save_checkpoint({**kept, "finished": True}, model_path)  # last: marks a finished run
         log.info("trained %s for %d steps in %.1f s: %s", method.name, config.steps, elapsed,
                  model_path)
     if world > 1:
