@@ -26,8 +26,8 @@ class Setting:
         minimum: the smallest value allowed (``None``: any).
         positive: the value must be > 0 (for a float, where ``minimum`` would allow 0).
         flag: the ``regbench train`` flag that sets it (``None``: none).
-        run_only: it does not change the trained weights, so a run may resume with another
-            value (see :mod:`regbench.training.identity`).
+        run_only: it does not change the trained weights, so a training may resume with
+            another value (see :mod:`regbench.training.identity`).
         choices: the values allowed (``None``: any of its type).
     """
 

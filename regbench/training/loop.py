@@ -9,7 +9,7 @@ of distinct subjects of a dataset's training split and writes into ``out_dir``::
     final.pt        the state after the last step
     model.pt        the weights registration uses: ``best.pt``'s or ``final.pt``'s, by the
                     ``select`` setting (same format); written last: its presence marks a
-                    finished run
+                    finished training
     loss.csv        one row per step: step, loss, each loss part, lr, time_s (wall seconds)
     validation.csv  one row per validation: step, time_s, loss, dice_faim, dice_merged, eval_s
     train.json      config, options, seed, precision, versions, device, dataset, wall time
@@ -17,8 +17,9 @@ of distinct subjects of a dataset's training split and writes into ``out_dir``::
 Choices the paper leaves open, and how they are made here:
 
 * **Data.** Every training volume is read once into memory (a few hundred MB at full size).
-  Pairs are drawn with replacement by a seeded generator of their own, so a resumed run draws the
-  same pairs as an uninterrupted one; ``num_workers`` is recorded but unused (no loader needed).
+  Pairs are drawn with replacement by a seeded generator of their own, so a resumed training
+  draws the same pairs as an uninterrupted one; ``num_workers`` is recorded but unused (no loader
+  needed).
 * **Crop jitter.** Prepared volumes are already cropped to 160x192x160, so the protocol's
   +-``crop_jitter`` voxel jitter of the crop centre is emulated by shifting each volume by a
   random integer offset per axis, with edge (replicate) padding. As in the official Dual-PRNet
@@ -27,7 +28,7 @@ Choices the paper leaves open, and how they are made here:
 * **Flips** (``flip``, off by default as in the official code, which has the transform
   ``RandomFlip(axes=[0, 1, 2])`` commented out): each pair is flipped along one spatial axis or
   not at all, each with probability 1/4, both images alike; drawn by the pair sampler's seeded
-  generator, so a resumed run flips as an uninterrupted one.
+  generator, so a resumed training flips as an uninterrupted one.
 * **Validation.** Before the first step, every ``validate_every`` steps and after the last, the
   network registers a fixed set of ``validation_pairs`` ordered pairs as it will at test time
   (:meth:`~regbench.methods.LearnedMethod.run_network`), and the mean region Dice of the warped
@@ -61,14 +62,14 @@ Choices the paper leaves open, and how they are made here:
   Convolutions run in the low precision; the losses and the displacement fields stay float32.
 
 Resuming restores the network, optimizer, grad scaler, step and the Python, NumPy, PyTorch and
-pair-sampler RNG states, so on the CPU an interrupted and resumed run ends with exactly the
+pair-sampler RNG states, so on the CPU an interrupted and resumed training ends with exactly the
 weights of an uninterrupted one.
 
-A run's identity is its method, options, config and data (:mod:`regbench.training.identity`).
-A folder holding
-``model.pt`` of the same identity is a finished run: :func:`train` returns at once. A checkpoint
-or model of a *different* identity is refused, or with ``replace_stale`` moved with its loss log
-and record into ``out_dir/stale/`` (replacing an older one), and training starts afresh. Config
+A training's identity is its method, options, config and data
+(:mod:`regbench.training.identity`). A folder holding ``model.pt`` of the same identity is a
+finished training: :func:`train` returns at once. A checkpoint or model of a *different*
+identity is refused, or with ``replace_stale`` moved with its loss log and record into
+``out_dir/stale/`` (replacing an older one), and training starts afresh. Config
 fields that do not change what is trained may differ (:data:`~regbench.training.config.
 RUN_ONLY_FIELDS`), except that a resume needs the CPU threads of its checkpoint.
 
@@ -81,13 +82,14 @@ weights raise :class:`TrainingDiverged` before anything is saved from them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
 import signal
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -150,7 +152,7 @@ def train(method: LearnedMethod, dataset: Dataset, out_dir: str | os.PathLike,
             into ``out_dir/stale/`` and train afresh (else it is refused).
 
     Raises:
-        InputError: ``out_dir`` holds another run (without ``replace_stale``), cannot be
+        InputError: ``out_dir`` holds another training (without ``replace_stale``), cannot be
             written, or another process trains into it.
         TrainingDiverged: the predicted field or the weights became NaN or infinite.
         TrainingInterrupted: SIGINT or SIGTERM arrived; a checkpoint of the last step is written.
@@ -174,17 +176,80 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
     set_aside_stale_training(out_dir, identity, replace_stale, rank, world)
     model_path = out_dir / MODEL
     if model_path.exists():
-        state = load_checkpoint(model_path)
-        log.info("%s: finished run of the same method, options, config and data; nothing to do",
-                 model_path)
-        network.load_state_dict(state["network"])
-        return _finish(method, network, device, model_path)
+        log.info("%s: finished training of the same method, options, config and data; nothing "
+                 "to do", model_path)
+        network.load_state_dict(load_checkpoint(model_path)["network"])
+        return _hand_over(method, network, device, model_path)
+    training = _set_up(method, dataset, out_dir, config, rank, world, device, network, identity)
+    _resume(training)
+    _take_steps(training)
+    return _finish(training)
 
+
+@dataclasses.dataclass
+class _Training:
+    """What one process of a training holds from its set-up to its finish."""
+
+    method: LearnedMethod
+    dataset: Dataset
+    out_dir: Path
+    config: TrainConfig
+    rank: int
+    world: int
+    device: torch.device
+    identity: dict[str, Any]
+    network: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    volumes: TrainingVolumes
+    sampler: PairSampler
+    validation: Validation | None
+    amp_dtype: torch.dtype | None
+    layout: torch.memory_format
+    model: torch.nn.Module | None = None
+    """What a step calls: the network, or under DDP its wrapper (made when resumed)."""
+    start: int = 0
+    resumed_at: list[int] = dataclasses.field(default_factory=list)
+    best: dict[str, float] | None = None
+    """``{"step", "dice_faim"}`` of the best validation so far."""
+    began: float = 0.0
+    """``time.perf_counter()`` at step 0, the wall time of earlier sessions included."""
+    validation_log: LossLog | None = None
+
+    @property
+    def share(self) -> int:
+        """Pairs of the global batch this process steps on."""
+        return self.config.batch_size // self.world
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.began
+
+    def state(self, step: int) -> dict[str, Any]:
+        """The checkpoint of this training at ``step``."""
+        return training_state(self.identity, self.network, self.optimizer, self.scaler,
+                              self.sampler.rng, step, self.elapsed(), self.resumed_at, self.best)
+
+    def validate(self, step: int) -> dict[str, float]:
+        """Validate the network at ``step``, log it, and keep it in ``best.pt`` when its Dice is
+        the highest so far (the latest on a tie)."""
+        record = self.validation.run(self.method, step, self.elapsed())
+        self.validation_log.append(record)
+        if self.best is None or record["dice_faim"] >= self.best["dice_faim"]:
+            self.best = {"step": step, "dice_faim": record["dice_faim"]}
+            save_checkpoint(self.state(step), self.out_dir / BEST)
+        self.network.train()
+        return record
+
+
+def _set_up(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: TrainConfig,
+            rank: int, world: int, device: torch.device, network: torch.nn.Module,
+            identity: dict[str, Any]) -> _Training:
+    """A training at step 0: the network on its device, its optimizer and grad scaler, the
+    training volumes, the pair sampler and (rank 0) the validation."""
     amp_dtype = autocast_dtype(config.amp, device)
-    use_amp = amp_dtype is not None
     # Low-precision convolutions run faster on channels-last tensors (oneDNN, cuDNN): measured
     # on the demo's CPU, a VoxelMorph step 14-23 % and a Dual-PRNet step 5-9 % faster.
-    layout = torch.channels_last_3d if use_amp else torch.contiguous_format
+    layout = torch.channels_last_3d if amp_dtype is not None else torch.contiguous_format
     network.to(device, memory_format=layout)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)
@@ -195,94 +260,73 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
     validation = None
     if rank == 0 and config.validate_every:
         validation = Validation(dataset, config.validation_pairs, config.moving_slice_step)
-    start, elapsed, resumed_at = 0, 0.0, []
-    best: dict[str, float] | None = None  # {"step", "dice_faim"} of the best validation so far
-    checkpoint_path = out_dir / CHECKPOINT
+    return _Training(method, dataset, out_dir, config, rank, world, device, identity, network,
+                     optimizer, scaler, volumes, sampler, validation, amp_dtype, layout)
+
+
+def _resume(training: _Training) -> None:
+    """Bring ``training`` to its first step to take: the state of ``checkpoint.pt`` if there is
+    one, the logs cut back to it, the network wrapped for data parallel, the clock running."""
+    checkpoint_path = training.out_dir / CHECKPOINT
+    elapsed = 0.0
     if checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
-        if state["scaler"] and scaler.is_enabled():
-            scaler.load_state_dict(state["scaler"])
-        set_rng_states(state["rng"], sampler.rng)
-        start, elapsed = state["step"], state["elapsed_s"]
-        resumed_at = [*state["resumed_at"], start]
-        best = state.get("best")
-        log.info("resuming %s from %s at step %d", method.name, checkpoint_path, start)
-    if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        training.network.load_state_dict(state["network"])
+        training.optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"] and training.scaler.is_enabled():
+            training.scaler.load_state_dict(state["scaler"])
+        set_rng_states(state["rng"], training.sampler.rng)
+        training.start, elapsed = state["step"], state["elapsed_s"]
+        training.resumed_at = [*state["resumed_at"], training.start]
+        training.best = state.get("best")
+        log.info("resuming %s from %s at step %d", training.method.name, checkpoint_path,
+                 training.start)
+    if training.rank == 0:
+        training.out_dir.mkdir(parents=True, exist_ok=True)
         for log_name in (LOSS_LOG, VALIDATION_LOG):
-            truncate_log(out_dir / log_name, start)
+            truncate_log(training.out_dir / log_name, training.start)
+    training.model = training.network
+    if training.world > 1:
+        device = training.device
+        training.model = torch.nn.parallel.DistributedDataParallel(
+            training.network, device_ids=[device.index] if device.type == "cuda" else None)
+    training.network.train()
+    training.began = time.perf_counter() - elapsed
 
-    model = network
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            network, device_ids=[device.index] if device.type == "cuda" else None)
-    share = config.batch_size // world
-    network.train()
-    began = time.perf_counter() - elapsed
-    logger = LossLog(out_dir / LOSS_LOG) if rank == 0 else None
-    validation_log = LossLog(out_dir / VALIDATION_LOG) if validation is not None else None
-    method.network = network  # validation registers with it as registration will
-    def validate(step: int) -> dict[str, float]:
-        nonlocal best
-        record = validation.run(method, step, time.perf_counter() - began)
-        validation_log.append(record)
-        if best is None or record["dice_faim"] >= best["dice_faim"]:
-            best = {"step": step, "dice_faim": record["dice_faim"]}
-            save_checkpoint(training_state(identity, network, optimizer, scaler, sampler.rng,
-                                           step, time.perf_counter() - began, resumed_at, best),
-                            out_dir / BEST)
-        network.train()
-        return record
 
-    if validation is not None and start == 0:  # the starting point: the untrained network
-        validate(0)
-    steps = tqdm(range(start + 1, config.steps + 1), initial=start, total=config.steps,
-                 desc=f"train {method.name}", unit="step", disable=rank != 0)
+def _take_steps(training: _Training) -> None:
+    """Every step from the one after ``training.start`` to the last, each logged, validated and
+    checkpointed at its interval; a stop request ends it with a checkpoint of its step."""
+    config, method, rank = training.config, training.method, training.rank
+    logger = LossLog(training.out_dir / LOSS_LOG) if rank == 0 else None
+    if training.validation is not None:
+        training.validation_log = LossLog(training.out_dir / VALIDATION_LOG)
+    method.network = training.network  # validation registers with it as registration will
+    if training.validation is not None and training.start == 0:  # the untrained network
+        training.validate(0)
+    steps = tqdm(range(training.start + 1, config.steps + 1), initial=training.start,
+                 total=config.steps, desc=f"train {method.name}", unit="step",
+                 disable=rank != 0)
+    checkpoint_path = training.out_dir / CHECKPOINT
     stop = StopRequest(method.name).install()
     try:
         for step in steps:
-            chosen = slice(rank * share, (rank + 1) * share)
-            draws = sampler.draw(config.batch_size)[chosen]
-            flips = sampler.flips(config.batch_size)[chosen] if config.flip else None
-            moving, fixed = (volume.contiguous(memory_format=layout) for volume in volumes.batch(
-                draws, config.crop_jitter, method.size_multiple, device, flips))
-            lr = learning_rate(step, config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                outputs = model(moving, fixed)
-                check_finite("predicted field", [outputs["field"]], method, step, config)
-                loss, parts = method.loss(outputs, moving, fixed)
-            check_finite("loss", [loss], method, step, config)
-            scaler.scale(loss).backward()
-            if config.clip_grad_norm:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(network.parameters(), config.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            check_finite("weights", list(network.parameters()), method, step, config)
-            values = mean_over_processes([loss.detach().float(), *parts.values()], world)
+            values = _step(training, step)
             if logger is not None:
-                record = {"step": step, "loss": values[0],
-                          **dict(zip(parts, values[1:], strict=True)),
-                          "lr": lr, "time_s": time.perf_counter() - began}
-                logger.append(record)
-                steps.set_postfix(loss=f"{values[0]:.4f}")
-            if validation is not None and (step % config.validate_every == 0
-                                           or step == config.steps):
-                record = validate(step)
-                steps.set_postfix(loss=f"{values[0]:.4f}", dice=f"{record['dice_faim']:.3f}")
+                logger.append({"step": step, **values, "time_s": training.elapsed()})
+                steps.set_postfix(loss=f"{values['loss']:.4f}")
+            if training.validation is not None and (step % config.validate_every == 0
+                                                    or step == config.steps):
+                record = training.validate(step)
+                steps.set_postfix(loss=f"{values['loss']:.4f}",
+                                  dice=f"{record['dice_faim']:.3f}")
                 log.info("step %d: validation Dice %.4f (FAIM), %.4f (merged) on %d pairs", step,
-                         record["dice_faim"], record["dice_merged"], len(validation.pairs))
-            stopping = step < config.steps and stop.requested(world)
+                         record["dice_faim"], record["dice_merged"],
+                         len(training.validation.pairs))
+            stopping = step < config.steps and stop.requested(training.world)
             if rank == 0 and step < config.steps and (stopping or
                                                       step % config.checkpoint_every == 0):
-                save_checkpoint(training_state(identity, network, optimizer, scaler, sampler.rng,
-                                               step, time.perf_counter() - began, resumed_at,
-                                               best), checkpoint_path)
+                save_checkpoint(training.state(step), checkpoint_path)
             if stopping:
                 raise TrainingInterrupted(
                     f"training {method.name} stopped at step {step} of {config.steps} "
@@ -290,49 +334,101 @@ def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: Train
                     "run the same command again to resume", stop.signum)
     finally:
         stop.restore()
-        for open_log in (logger, validation_log):
+        for open_log in (logger, training.validation_log):
             if open_log is not None:
                 open_log.close()
-    if rank == 0:
-        elapsed = time.perf_counter() - began
-        final = training_state(identity, network, optimizer, scaler, sampler.rng, config.steps,
-                               elapsed, resumed_at, best)
+
+
+def _step(training: _Training, step: int) -> dict[str, float]:
+    """One optimizer step (``step`` is 1-based) on this process's share of a drawn batch.
+
+    Returns:
+        What ``loss.csv`` logs of it: ``loss``, each loss part, ``lr``; the losses averaged over
+        the processes.
+    """
+    config, method, network = training.config, training.method, training.network
+    chosen = slice(training.rank * training.share, (training.rank + 1) * training.share)
+    draws = training.sampler.draw(config.batch_size)[chosen]
+    flips = training.sampler.flips(config.batch_size)[chosen] if config.flip else None
+    moving, fixed = (volume.contiguous(memory_format=training.layout)
+                     for volume in training.volumes.batch(draws, config.crop_jitter,
+                                                           method.size_multiple, training.device,
+                                                           flips))
+    lr = learning_rate(step, config)
+    for group in training.optimizer.param_groups:
+        group["lr"] = lr
+    training.optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(training.device.type, dtype=training.amp_dtype,
+                        enabled=training.amp_dtype is not None):
+        outputs = training.model(moving, fixed)
+        check_finite("predicted field", [outputs["field"]], method, step, config)
+        loss, parts = method.loss(outputs, moving, fixed)
+    check_finite("loss", [loss], method, step, config)
+    training.scaler.scale(loss).backward()
+    if config.clip_grad_norm:
+        training.scaler.unscale_(training.optimizer)
+        torch.nn.utils.clip_grad_norm_(network.parameters(), config.clip_grad_norm)
+    training.scaler.step(training.optimizer)
+    training.scaler.update()
+    check_finite("weights", list(network.parameters()), method, step, config)
+    values = mean_over_processes([loss.detach().float(), *parts.values()], training.world)
+    return {"loss": values[0], **dict(zip(parts, values[1:], strict=True)), "lr": lr}
+
+
+def _finish(training: _Training) -> Path:
+    """After the last step: ``final.pt``, the weights ``select`` keeps, ``train.json``, and
+    ``model.pt`` last (rank 0); every process returns once it exists."""
+    config, method, out_dir = training.config, training.method, training.out_dir
+    model_path = out_dir / MODEL
+    if training.rank == 0:
+        elapsed = training.elapsed()
+        final = training.state(config.steps)
         save_checkpoint(final, out_dir / FINAL)
-        kept = final
-        if config.select == "best" and best is not None and best["step"] < config.steps:
-            kept = load_checkpoint(out_dir / BEST)
-            if kept["step"] != best["step"]:  # only a non-deterministic resume can do this
-                raise RuntimeError(f"{out_dir / BEST} holds step {kept['step']}, but the best "
-                                   f"validation was step {best['step']}; train afresh, or "
-                                   "use --select final")
-            network.load_state_dict(kept["network"])
-            log.warning("%s: model.pt holds step %d (validation Dice %.4f, FAIM), the best "
-                        "validated; the last step's weights are in %s", method.name,
-                        best["step"], best["dice_faim"], FINAL)
-            if best["step"] == 0:
-                log.warning("%s: no trained step validated above the untrained network: "
-                            "training did not help", method.name)
+        kept = _selected(training, final)
+        identity, best = training.identity, training.best
         write_json(out_dir / RECORD, {
             "method": method.name, "label": method.label, "options": identity["options"],
             "config": identity["config"], "seed": config.seed, "steps": config.steps,
-            "world_size": world, "batch_per_process": share,
-            "precision": precision_name(amp_dtype),
-            "device": describe_device(device), "versions": versions(),
-            "dataset": {**identity["dataset"], "root": str(dataset.root)},
-            "resumed_at": resumed_at, "wall_time_s": elapsed, "model": MODEL,
+            "world_size": training.world, "batch_per_process": training.share,
+            "precision": precision_name(training.amp_dtype),
+            "device": describe_device(training.device), "versions": versions(),
+            "dataset": {**identity["dataset"], "root": str(training.dataset.root)},
+            "resumed_at": training.resumed_at, "wall_time_s": elapsed, "model": MODEL,
             "selected": {"rule": config.select if best is not None else "final",
                          "step": int(kept["step"]), "best_validation": best},
         })
-        save_checkpoint({**kept, "finished": True}, model_path)  # last: marks a finished run
+        save_checkpoint({**kept, "finished": True}, model_path)  # last: marks a finished training
         log.info("trained %s for %d steps in %.1f s: %s", method.name, config.steps, elapsed,
                  model_path)
-    if world > 1:
+    if training.world > 1:
         dist.barrier()  # every process returns once model.pt exists
-    return _finish(method, network, device, model_path)
+    return _hand_over(method, training.network, training.device, model_path)
 
 
-def _finish(method: LearnedMethod, network: torch.nn.Module, device: torch.device,
-            model_path: Path) -> Path:
+def _selected(training: _Training, final: dict[str, Any]) -> dict[str, Any]:
+    """The state ``model.pt`` keeps: ``final``, or with ``select: best`` that of the best
+    validation (``best.pt``), whose weights the network then takes."""
+    best, out_dir, method = training.best, training.out_dir, training.method
+    if training.config.select != "best" or best is None or best["step"] >= training.config.steps:
+        return final
+    kept = load_checkpoint(out_dir / BEST)
+    if kept["step"] != best["step"]:  # only a non-deterministic resume can do this
+        raise RuntimeError(f"{out_dir / BEST} holds step {kept['step']}, but the best "
+                           f"validation was step {best['step']}; train afresh, or "
+                           "use --select final")
+    training.network.load_state_dict(kept["network"])
+    log.warning("%s: model.pt holds step %d (validation Dice %.4f, FAIM), the best "
+                "validated; the last step's weights are in %s", method.name,
+                best["step"], best["dice_faim"], FINAL)
+    if best["step"] == 0:
+        log.warning("%s: no trained step validated above the untrained network: "
+                    "training did not help", method.name)
+    return kept
+
+
+def _hand_over(method: LearnedMethod, network: torch.nn.Module, device: torch.device,
+               model_path: Path) -> Path:
+    """Give ``method`` its trained ``network``, in eval mode on ``device``."""
     network.eval()
     method.network = network
     method.to(device)
