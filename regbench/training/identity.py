@@ -5,10 +5,10 @@ A *training* is one fit of a learned method's network into one output folder. Ev
 CPU threads) beside the training state. A training's identity is its method, options, config
 and data: the dataset's name, its training and validation subjects, and a fingerprint of their
 files (:meth:`regbench.data.dataset.Dataset.fingerprint`), so data prepared again with another
-seed under the same subject IDs is another training. Config fields that do not
-change what is trained may differ (:data:`regbench.training.config.RUN_ONLY_FIELDS`), but a
-resume (a checkpoint without a finished model) also needs the CPU threads of its checkpoint:
-other threads sum in another order and end in other weights.
+seed under the same subject IDs is another training. Config fields that do not change what is
+trained may differ (:data:`regbench.training.config.RUN_ONLY_FIELDS`), but a resume (a
+checkpoint without a finished model) also needs the CPU threads of its checkpoint: other threads
+sum in another order and end in other weights.
 """
 
 from __future__ import annotations
