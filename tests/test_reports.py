@@ -617,6 +617,28 @@ def test_boxplot_and_dice_time_share_order_and_colors(per_pair: pd.DataFrame,
     assert times.axes[0].get_xscale() == "log"
 
 
+def test_dice_against_regularity_puts_each_run_at_its_means(per_pair: pd.DataFrame,
+                                                            tmp_path: Path) -> None:
+    """A rougher field buys Dice: each run is drawn at its mean SD log J (left) and NDV
+    (right, symmetric log: 0 is a point) against its mean Dice, in the report's colours."""
+    table = per_pair.assign(log_jacobian_std=np.linspace(0.1, 0.5, len(per_pair)),
+                            ndv_percent=np.linspace(0.0, 0.2, len(per_pair)))
+    figure = figures.plot_dice_vs_regularity(table, "faim", tmp_path / "regularity")
+    assert (tmp_path / "regularity.png").stat().st_size > 1000
+    left, right = figure.axes
+    assert right.get_xscale() == "symlog" and left.get_xscale() == "linear"
+    labels, palette = figures.run_palette(table)
+    for ax, column in ((left, "log_jacobian_std"), (right, "ndv_percent")):
+        for label, (method, step), line in zip(labels, figures._run_keys(table),
+                                               [c.lines[0] for c in ax.containers], strict=True):
+            rows = table[(table["method"] == method) & (table["slice_step"] == step)]
+            x, y = line.get_data()
+            assert x[0] == pytest.approx(rows[column].mean())
+            assert y[0] == pytest.approx(rows["mean_dice_faim"].mean())
+            assert to_hex(line.get_color()) == palette[label].lower()
+    assert [t.get_text() for t in left.get_legend().get_texts()] == labels
+
+
 @pytest.mark.parametrize("identity_time, minor_labels", [(2.0, True), (1e-5, False)])
 def test_dice_time_labels_minor_ticks_only_on_a_short_range(per_pair: pd.DataFrame,
                                                              identity_time, minor_labels):
@@ -747,8 +769,8 @@ def test_figures_cli(per_pair: pd.DataFrame, tmp_path: Path) -> None:
     assert cli(["figures", "--per-pair", str(tmp_path / "per_pair.csv"), "--out-dir",
                 str(out)]) == 0
     assert {p.name for p in out.iterdir()} == {
-        f"{stem}_{c}.{e}" for stem in ("fig4", "dice_time") for c in ("faim", "merged")
-        for e in ("png", "pdf")}
+        f"{stem}_{c}.{e}" for stem in ("fig4", "dice_time", "dice_regularity")
+        for c in ("faim", "merged") for e in ("png", "pdf")}
 
 
 def test_make_tables_rejects_unknown_kind(per_pair: pd.DataFrame, tmp_path: Path) -> None:

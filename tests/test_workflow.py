@@ -363,7 +363,7 @@ def test_ci_configuration_end_to_end(tmp_path):
                                 if row["p_holm"])
     figures = work / "figures" / "demo"
     for stem in ("fig2_pyramid", "fig3_warped", "fig4_faim", "fig4_merged", "dice_time_faim",
-                 "learning_curves"):
+                 "dice_regularity_faim", "learning_curves"):
         assert (figures / f"{stem}.png").stat().st_size > 0
         assert (figures / f"{stem}.pdf").stat().st_size > 0
 

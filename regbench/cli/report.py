@@ -54,9 +54,10 @@ def add_commands(subparsers) -> None:
     parser.set_defaults(func=run_tables)
 
     parser = subparsers.add_parser(
-        "figures", help="Fig. 4 box plots and Dice against time",
-        description="Write fig4_<convention>.{png,pdf} (per-region Dice box plots) and "
-                    "dice_time_<convention>.{png,pdf} from per_pair.csv files of one dataset.")
+        "figures", help="Fig. 4 box plots, Dice against time and against regularity",
+        description="Write fig4_<convention>.{png,pdf} (per-region Dice box plots), "
+                    "dice_time_<convention>.{png,pdf} and dice_regularity_<convention>.{png,pdf} "
+                    "(Dice against SD log J and NDV) from per_pair.csv files of one dataset.")
     _per_pair_arguments(parser)
     parser.add_argument("--convention", choices=CONVENTION_CHOICES, default="both")
     parser.set_defaults(func=run_figures)
@@ -156,7 +157,11 @@ def run_tables(args: argparse.Namespace) -> int:
 
 
 def run_figures(args: argparse.Namespace) -> int:
-    from regbench.reports.figures import plot_dice_vs_time, plot_region_boxplots
+    from regbench.reports.figures import (
+        plot_dice_vs_regularity,
+        plot_dice_vs_time,
+        plot_region_boxplots,
+    )
 
     table = _load_per_pair(args)
     datasets = list(dict.fromkeys(table["dataset"]))
@@ -167,7 +172,8 @@ def run_figures(args: argparse.Namespace) -> int:
 
     for convention in _conventions(args.convention):
         for stem, plot in ((f"fig4_{convention}", plot_region_boxplots),
-                           (f"dice_time_{convention}", plot_dice_vs_time)):
+                           (f"dice_time_{convention}", plot_dice_vs_time),
+                           (f"dice_regularity_{convention}", plot_dice_vs_regularity)):
             plt.close(plot(table, convention, args.out_dir / stem))
             print(f"{args.out_dir / stem}.png\n{args.out_dir / stem}.pdf")
     return 0

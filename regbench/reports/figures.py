@@ -166,6 +166,50 @@ def plot_dice_vs_time(per_pair: pd.DataFrame, convention: str = "faim",
     return figure
 
 
+REGULARITY = {"log_jacobian_std": "SD of log Jacobian", "ndv_percent": "NDV (% of voxels)"}
+"""The regularity measures Dice is drawn against (per-pair columns, axis titles)."""
+
+
+def plot_dice_vs_regularity(per_pair: pd.DataFrame, convention: str = "faim",
+                            out_stem: str | os.PathLike | None = None,
+                            title: str | None = None) -> Figure:
+    """Mean Dice against the field's regularity, one point per run: a rougher field buys Dice,
+    so methods compare at matched regularity, not by Dice alone.
+
+    Two axes: Dice against the SD of the log Jacobian determinant, and against NDV (symmetric
+    log scale: 0 is a point on it). Error bars: sample standard deviation over the pairs.
+    Runs without a recorded value are left out of that axes (logged).
+    """
+    labels, palette = run_palette(per_pair)
+    figure, axes = plt.subplots(1, len(REGULARITY), figsize=(10.0, 4.0), layout="constrained",
+                                sharey=True)
+    for ax, (column, name) in zip(axes, REGULARITY.items(), strict=True):
+        for label, (method, step) in zip(labels, _run_keys(per_pair), strict=True):
+            rows = per_pair[(per_pair["method"] == method) & (per_pair["slice_step"] == step)]
+            rough = rows[column].to_numpy(dtype=float) if column in rows else np.array([])
+            dice = rows[f"mean_dice_{convention}"].to_numpy(dtype=float)
+            rough, dice = rough[np.isfinite(rough)], dice[np.isfinite(dice)]
+            if not len(rough) or not len(dice):
+                log.warning("%s: no %s recorded; left out of the plot", label, column)
+                continue
+            ax.errorbar(rough.mean(), dice.mean(),
+                        xerr=rough.std(ddof=1) if len(rough) > 1 else 0.0,
+                        yerr=dice.std(ddof=1) if len(dice) > 1 else 0.0, fmt="o",
+                        color=palette[label], label=label, capsize=3, markersize=7,
+                        markeredgecolor="black", markeredgewidth=0.5)
+        ax.set_xlabel(name)
+        ax.grid(alpha=0.3, which="both")
+    axes[-1].set_xscale("symlog", linthresh=1e-3)
+    axes[0].set_ylabel(f"Mean region Dice ({CONVENTION_TITLES[convention]})")
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(frameon=False, loc="best", fontsize=8)
+    figure.suptitle(title or f"{_dataset_prefix(per_pair)}Accuracy against the field's "
+                    "regularity (up and left is better)")
+    if out_stem is not None:
+        save_figure(figure, out_stem)
+    return figure
+
+
 def plot_pyramid(moving: np.ndarray, fixed: np.ndarray, accumulated_fields: Sequence[np.ndarray],
                  out_stem: str | os.PathLike | None = None, slice_axis: int = 2,
                  level_names: Sequence[str] | None = None) -> Figure:

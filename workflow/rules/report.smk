@@ -105,12 +105,12 @@ rule figures:
                 subcategory="Figures",
                 labels={"figure": f"{stem} ({convention})"},
             )
-            for stem in ("fig4", "dice_time")
+            for stem in ("fig4", "dice_time", "dice_regularity")
             for convention in CONVENTIONS
         ],
         pdf=expand(
             "figures/{{dataset}}/{stem}_{convention}.pdf",
-            stem=["fig4", "dice_time"],
+            stem=["fig4", "dice_time", "dice_regularity"],
             convention=CONVENTIONS,
         ),
     params:
