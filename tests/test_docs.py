@@ -57,6 +57,13 @@ def test_runtime_and_metrics_keys(contracts_md):
     assert keys(table(contracts_md, "#### `metrics.json`"), "Key") == list(RECORD_KEYS)
 
 
+def test_run_json_lists_the_registration_setup(contracts_md):
+    """run.json records a run folder's registration setup: the keys the page lists, in order."""
+    text = flat(section(contracts_md, "#### `run.json`"))
+    listed = ", ".join(f"`{key}`" for key in runs.SETUP_KEYS)
+    assert f"records the setup in `run.json` ({listed})" in text
+
+
 def test_per_pair_columns(contracts_md):
     assert keys(table(contracts_md, "## `per_pair.csv`"), "Column") == list(BASE_COLUMNS)
     text = flat(section(contracts_md, "## `per_pair.csv`"))
