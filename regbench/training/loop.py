@@ -166,6 +166,8 @@ def train(method: LearnedMethod, dataset: Dataset, out_dir: str | os.PathLike,
 
 def _train(method: LearnedMethod, dataset: Dataset, out_dir: Path, config: TrainConfig,
            rank: int, world: int, device: torch.device, replace_stale: bool) -> Path:
+    """One process's part of :func:`train`: set up, resumed, stepped and finished, or, when
+    ``out_dir`` holds a finished training of this identity, that one's network handed over."""
     if config.batch_size % world:
         raise ValueError(f"batch size {config.batch_size} is not divisible by the {world} "
                          "processes (the batch size is the global batch)")
@@ -215,6 +217,7 @@ class _Training:
     began: float = 0.0
     """``time.perf_counter()`` at step 0, the wall time of earlier sessions included."""
     validation_log: LossLog | None = None
+    """``validation.csv``, open while steps are taken (rank 0, when validating)."""
 
     @property
     def share(self) -> int:
