@@ -41,7 +41,11 @@ def add_commands(subparsers) -> None:
                              "metric makes reruns differ slightly)")
     lpba40.add_argument("--seed", type=int, default=0,
                         help="seed of ANTs' metric sampling (default: 0)")
-    lpba40.set_defaults(func=run_prepare)
+    lpba40.add_argument("--registration", action="append", default=[], metavar="KEY=VALUE",
+                        help="an ants.registration keyword of the alignment to MNI152, "
+                             "overriding ANTsPy's Affine defaults; VALUE is read as YAML (e.g. "
+                             "aff_iterations=[100,50]); repeatable")
+    lpba40.set_defaults(func=run_prepare, parser=lpba40)
     mindboggle = datasets.add_parser(
         "mindboggle101", help="Mindboggle101 MNI152 volumes: crop",
         description=(
@@ -91,10 +95,12 @@ def _common(parser: argparse.ArgumentParser, example: str) -> None:
 def run_prepare(args: argparse.Namespace) -> int:
     splits = given_splits(args.train, args.val, args.test)
     if args.dataset == "lpba40":
+        from regbench.cli.methods import parse_options
         from regbench.data import lpba40  # heavy imports (ANTs, nilearn) only when needed
 
         root = lpba40.prepare(args.raw, args.out, args.subjects, threads=args.threads,
-                              seed=args.seed, scale=args.scale, splits=splits)
+                              seed=args.seed, scale=args.scale, splits=splits,
+                              registration=parse_options(args.parser, args.registration))
     else:
         from regbench.data import mindboggle101
 

@@ -457,7 +457,7 @@ def registration_settings(overrides: Mapping[str, Any] | None = None) -> dict[st
     allowed = set(inspect.signature(ants.registration).parameters) - set(_NOT_SETTINGS)
     unknown = sorted(set(settings) - allowed)
     if unknown:
-        raise ValueError(f"registration settings {unknown} are not ants.registration keywords "
+        raise InputError(f"registration settings {unknown} are not ants.registration keywords "
                          f"this preparer passes on (seed and threads have their own arguments)")
     return {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
 

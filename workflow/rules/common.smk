@@ -191,6 +191,8 @@ def prepare_subjects_args(wildcards):
         args.append(f"--subjects {','.join(settings['subjects'])}")
     for split, subjects in settings.get("splits", {}).items():
         args.append(f"--{split} {','.join(subjects) or shlex.quote('')}")
+    for key, value in settings.get("registration", {}).items():
+        args.append(f"--registration {shlex.quote(f'{key}={json.dumps(value)}')}")
     return " ".join(args)
 
 
