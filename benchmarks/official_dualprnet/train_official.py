@@ -25,6 +25,7 @@ What is the official code's and what is this script's:
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -119,10 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps % args.validate_every:
         raise SystemExit(f"--steps {args.steps}: must be a multiple of --validate-every "
                          f"{args.validate_every} (one epoch of the official Solver each)")
+    # the official code is a checkout given at run time, not an installed distribution
     sys.path.insert(0, str(args.official.resolve()))
-    import net_factory
-    import solver
-    from op import losses
+    net_factory, solver, losses = (importlib.import_module(name)
+                                   for name in ("net_factory", "solver", "op.losses"))
 
     set_threads(args.threads)
     torch.manual_seed(args.seed)
