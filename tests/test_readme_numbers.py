@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -73,3 +74,15 @@ def test_a_difference_keeps_its_sign_whichever_way_the_file_compares(numbers):
     other = numbers.pairwise_row(ROOT, "demo_seed1", "voxelmorph", "dualprnet")
     assert one["mean_difference"] == -other["mean_difference"] != 0
     assert (one["ci_low"], one["ci_high"]) == (-other["ci_high"], -other["ci_low"])
+
+
+def test_a_statement_the_results_no_longer_support_stops_the_check(numbers, tmp_path):
+    """The README says the methods shared with the demo score alike in the baselines run: a
+    results folder where they do not is refused, naming the file, rather than rewritten."""
+    shutil.copytree(ROOT / "results", tmp_path / "results")
+    table = tmp_path / "results" / "baselines" / "tables" / "table1_faim.md"
+    row = next(line for line in table.read_text().splitlines() if line.startswith("| SyN "))
+    table.write_text(table.read_text().replace(row, row.replace("0.812", "0.813", 1)))
+    with pytest.raises(SystemExit, match=r"results/baselines/tables/table1_faim\.md no longer "
+                                         r"supports the README's statement"):
+        numbers.filled((ROOT / "README.md").read_text(), tmp_path)
