@@ -5,10 +5,15 @@
 
 Every part of README.md that reports a run lies between ``<!-- NAME:start -->`` and
 ``<!-- NAME:end -->``, and the function ``SECTIONS[NAME]`` writes it from files under
-``results/`` alone.
-The README's text outside the markers carries no number of a committed run. A run's record
-(``RUNS``) says what its files do not: the machine and what else ran beside it while its times
-were taken, and the command that made it. ``tests/test_readme_numbers.py`` runs ``--check``.
+``results/`` alone, stopping where those files no longer support a statement the part makes
+(``claim``). A run's record (``RUNS``) says what its files do not: the machine and what else
+ran beside it while its times were taken, and the command that made it.
+``tests/test_readme_numbers.py`` runs ``--check``.
+
+The README's text outside the markers is not checked. Its paragraph "Where the README's numbers
+come from" lists the numbers there, from runs whose outputs were not committed; one committed
+number is restated inside a list item, where markers would break the list (the training seeds'
+spread under "Statistics"), and must be kept in step by hand.
 
 To add a results folder (say ``results/lpba40_cpu/`` and its README section):
 
@@ -116,18 +121,21 @@ def ours(root: Path, folder: str, convention: str) -> pd.DataFrame:
     return table[table["source"] == "ours"].set_index("method")
 
 
-def markdown_rows(root: Path, folder: str, convention: str) -> dict[str, dict[str, str]]:
-    """``{label: {column: cell}}`` of our rows of a run's Markdown Table 1 (bold marks removed)."""
-    path = result_path(root, folder, "tables", f"table1_{convention}.md")
+def markdown_records(path: Path) -> list[dict[str, str]]:
+    """The first Markdown table of ``path``: ``{column: cell}`` per row, bold and italics
+    removed."""
     lines = markdown_table_lines(path)
-    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    rows = {}
-    for line in lines[2:]:
-        cells = dict(zip(header, (cell.strip().strip("*") for cell in line.strip("|").split("|")),
-                         strict=True))
-        if cells["Source"] == "ours":
-            rows[cells["Method"]] = cells
-    return rows
+
+    def cells(line: str) -> list[str]:
+        return [cell.strip().strip("*") for cell in line.strip().strip("|").split("|")]
+
+    return [dict(zip(cells(lines[0]), cells(line), strict=True)) for line in lines[2:]]
+
+
+def markdown_rows(root: Path, folder: str, convention: str) -> dict[str, dict[str, str]]:
+    """``{label: {column: cell}}`` of our rows of a run's Markdown Table 1."""
+    path = result_path(root, folder, "tables", f"table1_{convention}.md")
+    return {row["Method"]: row for row in markdown_records(path) if row["Source"] == "ours"}
 
 
 def markdown_average(root: Path, folder: str, convention: str) -> dict[str, float]:
@@ -135,6 +143,16 @@ def markdown_average(root: Path, folder: str, convention: str) -> dict[str, floa
     runs that committed no CSV)."""
     return {label: float(cells["Average"].split("±")[0])
             for label, cells in markdown_rows(root, folder, convention).items()}
+
+
+def every_8th_slice(root: Path, folder: str) -> str:
+    """Dual-PRNet's mean FAIM Dice at slice step 8, as ``tables/slice_spacing.md`` prints it."""
+    path = result_path(root, folder, "tables", "slice_spacing.md")
+    for cells in markdown_records(path):
+        if (cells["Method"], cells["Slice step"], cells["Source"]) == ("Dual-PRNet", "8", "ours"):
+            faim = next(value for key, value in cells.items() if key.endswith("FAIM"))
+            return faim.split("±")[0].strip()
+    raise SystemExit(f"readme_numbers: {path}: no row of our Dual-PRNet at slice step 8")
 
 
 def pair_scores(root: Path, folder: str, score: str = "mean_dice_faim") -> pd.DataFrame:
@@ -201,6 +219,7 @@ def bold(text: str, best: bool) -> str:
 
 
 def run_note(folder: str) -> str:
+    """Where a run's files are, the command that made them, and the machine and its load."""
     run = RUNS[folder]
     return f"`results/{folder}/`, made by {run.command} {run.machine}"
 
@@ -237,19 +256,15 @@ def demo_ordering(root: Path) -> str:
     faim, merged = (markdown_average(root, "demo", c) for c in ("faim", "merged"))
     pairs = pair_scores(root, "baselines")
     labels = ours(root, "baselines", "faim")["label"]
-    for method, label in labels.items():
-        if label in faim and f"{pairs[method].mean():.3f}" != f"{faim[label]:.3f}":
-            raise SystemExit(f"readme_numbers: results/baselines/per_pair.csv: {label} "
-                             f"{pairs[method].mean():.3f} where results/demo has "
-                             f"{faim[label]:.3f}; its pairs are not the demo's")
+    claim(all(f"{pairs[method].mean():.3f}" == f"{faim[label]:.3f}"
+              for method, label in labels.items() if label in faim),
+          "its run scores the demo's methods as the demo does", "results/baselines/per_pair.csv")
     dpr_vm, n, _ = above(pairs, "dualprnet", "voxelmorph")
     fixed = pairs.groupby(level="fixed").mean()
     fixed_count = int((fixed["dualprnet"] > fixed["voxelmorph"]).sum())
     vm_aff, aff_id, syn_dpr = (above(pairs, a, b)[0] for a, b in (
         ("voxelmorph", "affine"), ("affine", "identity"), ("syn", "dualprnet")))
-    slices = markdown_table_lines(result_path(root, "demo", "tables", "slice_spacing.md"))
-    sliced = next(line for line in slices if re.match(r"\| Dual-PRNet +\| 8 +\| ours", line))
-    sliced_dice = sliced.split("|")[4].strip().strip("*").split("±")[0].strip()
+    sliced_dice = every_8th_slice(root, "demo")
     return (
         f"**The ordering with training seed 0, descriptively.** Mean region Dice over the {n} "
         f"test pairs (FAIM; merged in parentheses): {mean_list(faim, merged)}. With this "
@@ -273,9 +288,7 @@ def demo_seed1(root: Path) -> str:
     faim, merged = (markdown_average(root, "demo_seed1", c) for c in ("faim", "merged"))
     difference = pairwise_row(root, "demo_seed1", "dualprnet", "voxelmorph")
     sign = "above" if difference["mean_difference"] > 0 else "below"
-    slices = markdown_table_lines(result_path(root, "demo_seed1", "tables", "slice_spacing.md"))
-    sliced = next(line for line in slices if re.match(r"\| Dual-PRNet +\| 8 +\| ours", line))
-    sliced_dice = sliced.split("|")[4].strip().strip("*").split("±")[0].strip()
+    sliced_dice = every_8th_slice(root, "demo_seed1")
     return (
         f"**The other population** (`datasets.demo.seed: 1`: other synthetic subjects; "
         f"{run_note('demo_seed1')}): {mean_list(faim, merged)}. Dual-PRNet is "
