@@ -4,8 +4,8 @@
     python benchmarks/readme_numbers.py --write   # rewrite those parts of README.md in place
 
 Every part of README.md that reports a run lies between ``<!-- NAME:start -->`` and
-``<!-- NAME:end -->``, and the function ``SECTIONS[NAME]`` writes it from files under
-``results/`` alone, stopping where those files no longer support a statement the part makes
+``<!-- NAME:end -->``, and the function ``SECTIONS[NAME]`` writes it from committed files under
+``results/`` (and ``figures/``, for the table committed beside its figure) alone, stopping where those files no longer support a statement the part makes
 (``claim``). A run's record (``RUNS``) says what its files do not: the machine and what else
 ran beside it while its times were taken, and the command that made it.
 ``tests/test_readme_numbers.py`` runs ``--check``.
@@ -88,9 +88,9 @@ RUNS = {run.folder: run for run in (
 # --- reading the committed files -------------------------------------------------------------
 
 
-def result_path(root: Path, folder: str, *parts: str) -> Path:
-    """``root/results/folder/parts``, which must exist."""
-    path = root / "results" / folder / Path(*parts)
+def result_path(root: Path, folder: str, *parts: str, under: str = "results") -> Path:
+    """``root/under/folder/parts``, which must exist."""
+    path = root / under / folder / Path(*parts)
     if not path.is_file():
         raise SystemExit(f"readme_numbers: {path.relative_to(root)}: missing; the README "
                          f"section that reads it cannot be made")
@@ -448,6 +448,13 @@ def mindboggle_pairs(root: Path) -> str:
             f"paper's ordering of the learned methods {'holds' if same else 'does not hold'}**.")
 
 
+def diagnosis_table(root: Path) -> str:
+    """The real-brain diagnosis's table, as committed beside its figure (its inputs were not
+    kept: README, "Why Dual-PRNet lags here")."""
+    return "\n".join(markdown_table_lines(result_path(
+        root, "mindboggle101_cpu", "learning_curves_diagnosis.md", under="figures")))
+
+
 def speed_table(root: Path) -> str:
     """The speed and memory benchmark: one line per method and size, and the ratios."""
     path = result_path(root, "speed_memory", "speed_memory.csv")
@@ -501,6 +508,7 @@ SECTIONS: dict[str, Render] = {
     "mindboggle-table": lambda root: real_brain_table(root, "mindboggle101_cpu",
                                                       "101 subjects, 1 mm"),
     "mindboggle-pairs": mindboggle_pairs,
+    "diagnosis-table": diagnosis_table,
     "speed-table": speed_table,
 }
 

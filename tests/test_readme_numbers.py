@@ -25,9 +25,10 @@ def numbers():
 
 @pytest.fixture
 def checkout(tmp_path):
-    """A checkout holding a copy of the README and the committed results."""
+    """A checkout holding a copy of the README and the committed results and figures."""
     (tmp_path / "README.md").write_text((ROOT / "README.md").read_text())
-    (tmp_path / "results").symlink_to(ROOT / "results")
+    for folder in ("results", "figures"):
+        (tmp_path / folder).symlink_to(ROOT / folder)
     return tmp_path
 
 
@@ -80,6 +81,7 @@ def test_a_statement_the_results_no_longer_support_stops_the_check(numbers, tmp_
     """The README says the methods shared with the demo score alike in the baselines run: a
     results folder where they do not is refused, naming the file, rather than rewritten."""
     shutil.copytree(ROOT / "results", tmp_path / "results")
+    (tmp_path / "figures").symlink_to(ROOT / "figures")
     table = tmp_path / "results" / "baselines" / "tables" / "table1_faim.md"
     row = next(line for line in table.read_text().splitlines() if line.startswith("| SyN "))
     table.write_text(table.read_text().replace(row, row.replace("0.812", "0.813", 1)))
