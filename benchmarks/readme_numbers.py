@@ -4,9 +4,9 @@
     python benchmarks/readme_numbers.py --write   # rewrite those parts of README.md in place
 
 Every part of README.md that reports a run lies between ``<!-- NAME:start -->`` and
-``<!-- NAME:end -->``, and the function ``SECTIONS[NAME]`` writes it from committed files under
-``results/`` (and ``figures/``, for the table committed beside its figure) alone, stopping where those files no longer support a statement the part makes
-(``claim``). A run's record (``RUNS``) says what its files do not: the machine and what else
+``<!-- NAME:end -->``, and the function ``SECTIONS[NAME]`` writes it from committed files
+under ``results/`` (and ``figures/``, for a table committed beside its figure) alone, stopping
+where those files no longer support a statement the part makes (``claim``). A run's record (``RUNS``) says what its files do not: the machine and what else
 ran beside it while its times were taken, and the command that made it.
 ``tests/test_readme_numbers.py`` runs ``--check``.
 
