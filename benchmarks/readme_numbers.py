@@ -6,8 +6,9 @@
 Every part of README.md that reports a run lies between ``<!-- NAME:start -->`` and
 ``<!-- NAME:end -->``, and the function ``SECTIONS[NAME]`` writes it from committed files
 under ``results/`` (and ``figures/``, for a table committed beside its figure) alone, stopping
-where those files no longer support a statement the part makes (``claim``). A run's record (``RUNS``) says what its files do not: the machine and what else
-ran beside it while its times were taken, and the command that made it.
+where those files no longer support a statement the part makes (``claim``). A run's record
+(``RUNS``) says what its files do not: the machine and what else ran beside it while its times
+were taken, and the command that made it.
 ``tests/test_readme_numbers.py`` runs ``--check``.
 
 The README's text outside the markers is not checked. Its paragraph "Where the README's numbers
