@@ -6,11 +6,11 @@
 #
 # MIRROR: a clone of https://github.com/kangmiao15/Dual-Stream-PRNet-Plus (its code is not part of
 # this repository); DATA: a prepared dataset (data/mindboggle101 of config/mindboggle_cpu.yaml's
-# run); OUT: a new folder, which receives the patched checkout and validation.csv; STEPS: a
-# multiple of 100. The checkout is the commit the patches were written against, with cpu.patch
-# (the MICCAI 2019 widths, the device a parameter, no CUDA-only imports or loaders); with
-# `identity`, identity.patch too (align_corners=True wherever the network samples, so that an
-# untrained network is near the identity: a diagnostic arm, not the official code).
+# run); OUT: a new folder, which receives the patched checkout and validation.csv (every 100
+# steps); STEPS: optimizer steps. The checkout is the commit the patches were written against,
+# with cpu.patch (the MICCAI 2019 widths, the device a parameter, no CUDA-only imports or
+# loaders); with `identity`, identity.patch too (align_corners=True wherever the network samples,
+# so that an untrained network is near the identity: a diagnostic arm, not the official code).
 set -euo pipefail
 if [ $# -lt 4 ] || [ $# -gt 5 ] || { [ $# -eq 5 ] && [ "$5" != identity ]; }; then
     echo "usage: $0 MIRROR DATA OUT STEPS [identity]" >&2

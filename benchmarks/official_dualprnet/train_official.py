@@ -11,14 +11,16 @@ What is the official code's and what is this script's:
   widths, 430,964 parameters), its loss (``NCCLoss(window=(9, 9, 9))`` plus ``grad_loss3d`` of
   every level's residual field, weighted 1:1, as ``train_mind101.py``'s ``loss_fn``), its
   ``Solver`` (Adam with weight decay 1e-5, gradient clipping at 10, its ``WarmUpLR`` over 5
-  epochs, stepped through a sixth, so the rate ends at 1.2 x ``--lr``), its default
-  initialisation, and registration in training mode (its test script never calls ``eval()``);
+  epochs, stepped through a sixth, so the rate ends at 1.2 x ``--lr``), its epochs (as many
+  pairs as its ``PairDataset`` has: every ordered pair of the training subjects, 30 for 6), its
+  default initialisation, and registration in training mode (its test script never calls
+  ``eval()``);
 * this script's: the data (the training split of ``--data``, ordered pairs drawn by the suite's
-  seeded ``PairSampler``, no crop jitter, no flips), epochs of ``--validate-every`` steps, and
-  the validation: every ``--validate-every`` steps the network registers the suite's validation
-  pairs, the moving labels are warped as the official test script warps them (``grid_sample``,
-  nearest, border padding; ``align_corners`` as ``--align-corners`` says, to match the identity
-  patch when it is applied) and scored by the suite's region Dice. It writes
+  seeded ``PairSampler``, no crop jitter, no flips), a last epoch cut short at ``--steps``, and
+  the validation: after every ``--validate-every`` optimizer steps the network registers the
+  suite's validation pairs, the moving labels are warped as the official test script warps them
+  (``grid_sample``, nearest, border padding; ``align_corners`` as ``--align-corners`` says, to
+  match the identity patch when it is applied) and scored by the suite's region Dice. It writes
   ``OUT/validation.csv`` in the columns of the suite's trainer.
 """
 
@@ -51,15 +53,15 @@ class SuitePairs(torch.utils.data.Dataset):
     volumes (its ``CollateFn`` adds the batch and channel axes)."""
 
     def __init__(self, volumes: TrainingVolumes, sampler: PairSampler, count: int) -> None:
-        self.volumes, self.sampler, self.count = volumes, sampler, count
-        self.draws: list = []
+        self.volumes, self.sampler = volumes, sampler
+        self.draws = [None] * count  # the Solver sizes its warm-up by the first epoch's length
 
-    def next_epoch(self) -> None:
-        """Draw the next ``count`` pairs."""
-        self.draws = self.sampler.draw(self.count)
+    def next_epoch(self, count: int) -> None:
+        """Draw the next epoch's ``count`` pairs."""
+        self.draws = self.sampler.draw(count)
 
     def __len__(self) -> int:
-        return self.count
+        return len(self.draws)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         moving, fixed = self.volumes.batch([self.draws[index]], 0, SIZE_MULTIPLE,
@@ -117,9 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.official / "net_factory.py").is_file():
         raise SystemExit(f"{args.official}: not a checkout of the official code "
                          "(no net_factory.py); run.sh makes one")
-    if args.steps % args.validate_every:
-        raise SystemExit(f"--steps {args.steps}: must be a multiple of --validate-every "
-                         f"{args.validate_every} (one epoch of the official Solver each)")
     # the official code is a checkout given at run time, not an installed distribution
     sys.path.insert(0, str(args.official.resolve()))
     net_factory, solver, losses = (importlib.import_module(name)
@@ -130,25 +129,44 @@ def main(argv: list[str] | None = None) -> int:
     dataset = Dataset.load(args.data)
     pairs = validation_pairs(dataset, args.validation_pairs)
     net, _ = net_factory.build_network3d("resnet_cascade")
+    per_epoch = len(dataset.train) * (len(dataset.train) - 1)
     epoch = SuitePairs(TrainingVolumes(dataset), PairSampler(len(dataset.train), args.seed),
-                       args.validate_every)
+                       per_epoch)
     args.out.mkdir(parents=True, exist_ok=True)
     train = solver.Solver(net, epoch, 1, official_loss(losses), str(args.out),
                           lr=args.lr, device=torch.device("cpu"))
-    rows, trained_s = [], 0.0
-    for step in range(0, args.steps + 1, args.validate_every):
-        if step:
-            epoch.next_epoch()
-            began = time.perf_counter()
-            train.train_one_epoch()
-            trained_s += time.perf_counter() - began
+    rows: list[dict[str, float]] = []
+    clock = {"steps": 0, "trained_s": 0.0, "since": time.perf_counter()}
+
+    def record() -> None:
         began = time.perf_counter()
+        clock["trained_s"] += began - clock["since"]
         faim, merged = validate(net, dataset, pairs, args.align_corners)
-        rows.append({"step": step, "time_s": trained_s, "dice_faim": faim,
+        rows.append({"step": clock["steps"], "time_s": clock["trained_s"], "dice_faim": faim,
                      "dice_merged": merged, "eval_s": time.perf_counter() - began})
         write_text(args.out / "validation.csv", pd.DataFrame(rows).to_csv(index=False))
-        print(f"step {step}: validation Dice {faim:.3f} (FAIM), {merged:.3f} (merged)",
+        print(f"step {clock['steps']}: validation Dice {faim:.3f} (FAIM), {merged:.3f} (merged)",
               flush=True)
+        clock["since"] = time.perf_counter()
+
+    # The Solver steps its optimizer once a pair: validate after every --validate-every steps,
+    # between one step and the next, without changing its loop.
+    optimizer_step = train.optimizer.step
+
+    def step_then_validate(*step_args, **step_kwargs):
+        result = optimizer_step(*step_args, **step_kwargs)
+        clock["steps"] += 1
+        if clock["steps"] % args.validate_every == 0:
+            record()
+        return result
+
+    train.optimizer.step = step_then_validate
+    record()
+    while clock["steps"] < args.steps:
+        epoch.next_epoch(min(per_epoch, args.steps - clock["steps"]))
+        train.train_one_epoch()
+    if clock["steps"] % args.validate_every:
+        record()
     return 0
 
 
