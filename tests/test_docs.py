@@ -146,27 +146,3 @@ def test_no_tracked_file_refers_outside_the_repository():
             problems += [f"{name}:{number}: {item}" for item in dict.fromkeys(found)]
     assert not problems, "references outside the repository:\n" + "\n".join(problems)
 
-
-# --- the README's numbers against the committed reference outputs ----------------------------
-
-
-def test_readme_baselines_table_is_the_committed_table():
-    """Each number of the README's table with every baseline, as the committed Table 1 of
-    config/baselines.yaml's run rounds it, in its order."""
-    import pandas as pd
-
-    readme = (ROOT / "README.md").read_text()
-    # the section has a shell block whose comments read as headings: start at the table's text
-    rows = table("\n## run\n" + readme[readme.index("`config/baselines.yaml` adds elastix"):],
-                 "## run")
-    ours = pd.read_csv(ROOT / "results" / "baselines" / "tables" / "table1_faim.csv")
-    ours = ours[ours["source"] == "ours"]
-    assert [row["Method"] for row in rows] == list(ours["label"])
-    columns = {"Dice30": ("dice30", 3), "HD95 (mm)": ("hd95_mm_mean", 2),
-               "SD log J": ("log_jacobian_std_mean", 3), "Folding (%)": ("folding_percent_mean", 3),
-               "NDV (%)": ("ndv_percent_mean", 4), "Time per pair (s)": ("time_s_mean", 2)}
-    for row, (_, numbers) in zip(rows, ours.iterrows(), strict=True):
-        cells = {key: value.strip("*") for key, value in row.items()}
-        assert cells["Dice"] == f"{numbers['average_mean']:.3f} ± {numbers['average_std']:.3f}"
-        for column, (key, digits) in columns.items():
-            assert cells[column] == f"{numbers[key]:.{digits}f}", (row["Method"], column)
