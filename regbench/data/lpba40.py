@@ -55,6 +55,7 @@ from regbench.data.preparation import (
     staged_dataset,
     subset_splits,
 )
+from regbench.data.registry import LPBA40
 from regbench.data.resolution import (
     block_factor,
     crop_grid,
@@ -70,18 +71,6 @@ log = logging.getLogger(__name__)
 DELINEATION_SPACE = "delineation_space"
 IMAGE_STEM = "{subject}.delineation.skullstripped"
 LABELS_STEM = "{subject}.delineation.structure.label"
-
-HOW_TO_GET = (
-    "LPBA40 cannot be downloaded automatically: LONI asks every user to accept its data use "
-    "terms. Sign in at https://ida.loni.usc.edu (LONI Image & Data Archive), open the LPBA40 "
-    "atlas downloads and choose \"LPBA40 Subjects Delineation Space: MRI and label files in "
-    "delineation space\". Unpack it anywhere: it holds LPBA40/delineation_space/S01 .. S40, each "
-    "with S01.delineation.skullstripped.img.gz (+ .hdr) and "
-    "S01.delineation.structure.label.img.gz (+ .hdr). Then run `regbench prepare lpba40 --raw "
-    "<that delineation_space folder, or any folder above it> --out data/lpba40` (the workflow "
-    "reads it from datasets.lpba40.raw, default raw/LPBA40/delineation_space)."
-)
-"""Where LPBA40 comes from and where to put it (``regbench download lpba40`` prints this)."""
 
 REGISTRATION_DEFAULTS: dict[str, Any] = {
     "type_of_transform": "Affine",
@@ -161,13 +150,13 @@ def find_delineation_space(raw: str | os.PathLike) -> Path:
     raw = Path(raw)
     if not raw.is_dir():
         raise InputError(f"{raw}: not found (expected LONI's LPBA40 {DELINEATION_SPACE} folder "
-                         f"or a folder above it).\n{HOW_TO_GET}")
+                         f"or a folder above it).\n{LPBA40.how_to_get}")
     if raw.name == DELINEATION_SPACE or _subject_folders(raw):
         return raw
     found = sorted(p for p in raw.rglob(DELINEATION_SPACE) if p.is_dir())
     if not found:
         raise InputError(f"{raw}: holds no LPBA40 {DELINEATION_SPACE} folder (nor subject "
-                         f"folders S01 .. S40).\n{HOW_TO_GET}")
+                         f"folders S01 .. S40).\n{LPBA40.how_to_get}")
     if len(found) > 1:
         raise InputError(f"{raw}: holds {len(found)} {DELINEATION_SPACE} folders "
                          f"({', '.join(map(str, found))}); point --raw at the one to use")
@@ -352,7 +341,7 @@ def use_itk_threads(threads: int | None) -> int:
 def prepare(raw: str | os.PathLike, out: str | os.PathLike,
             subjects: str | Sequence[str] | None = None, *,
             registration: Mapping[str, Any] | None = None, seed: int = 0,
-            threads: int | None = None, scale: float = 1.0,
+            threads: int | None = None, scale: float = LPBA40.default_scale,
             splits: Mapping[str, Sequence[str]] | None = None) -> Path:
     """Prepare LPBA40 from LONI's delineation-space files in ``raw`` into ``out``.
 
@@ -377,7 +366,7 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
     if chosen is None:
         if not found:
             raise InputError(f"{space}: holds no LPBA40 subject folder (S01 .. S40).\n"
-                             f"{HOW_TO_GET}")
+                             f"{LPBA40.how_to_get}")
         missing = [s for s in protocol.LPBA40_SUBJECTS if s not in found]
         if missing:
             log.warning("%s: %d of 40 LPBA40 subjects present; preparing those (missing: %s)",
@@ -387,7 +376,7 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
     if missing:
         expected = space / missing[0] / (IMAGE_STEM.format(subject=missing[0]) + ".img.gz")
         raise InputError(f"{', '.join(missing)} not found: expected {expected} (+ .hdr) and the "
-                         f"label files beside it.\n{HOW_TO_GET}")
+                         f"label files beside it.\n{LPBA40.how_to_get}")
     settings = registration_settings(registration)
     if not (isinstance(seed, int) and seed >= 0):
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -427,7 +416,7 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
                 log.warning("%s: low correlation with the template (%.3f); check its "
                             "alignment", subject, correlation[subject])
         manifest = make_manifest(
-            name="lpba40",
+            name=LPBA40.name,
             source=("LPBA40 (LONI), delineation space; affinely registered (ANTs) to nilearn's "
                     "MNI152 template on the FSL 1 mm grid, cropped to 160x192x160, intensities "
                     "divided by the maximum of the cropped volume"
