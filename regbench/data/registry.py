@@ -128,12 +128,9 @@ class Dataset:
         return {**defaults, **given}
 
     def check_scale(self, scale: Any) -> float:
-        """``scale`` as a float if this dataset allows it (:func:`~regbench.data.scale.
-        check_scale` under :attr:`scale_rule`); ``ValueError`` naming the dataset if not."""
-        try:
-            return check_scale(scale, self.scale_rule)
-        except ValueError as err:
-            raise ValueError(f"{self.name}: {err}") from None
+        """``scale`` as a float if this dataset allows it, else ``ValueError`` saying why
+        (:func:`regbench.data.scale.check_scale` under :attr:`scale_rule`)."""
+        return check_scale(scale, self.scale_rule)
 
     def test_subjects(self, settings: Mapping[str, Any]) -> list[str]:
         """The test subjects of a configuration's settings: its own ``splits``' test list, else
