@@ -57,8 +57,8 @@ for rule_file in EXTERNAL_RULE_FILES:
     include: rule_file
 
 
-# On a cluster these run where Snakemake runs (so do the downloads: they need the network);
-# they are light.
+# On a cluster these run where Snakemake runs: they are light (and so do the downloads, marked
+# `localrule` in workflow/rules/data.smk: they need the network).
 localrules:
     all,
     aggregate,

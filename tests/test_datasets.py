@@ -223,3 +223,15 @@ def test_the_readmes_example_registers(tmp_path, monkeypatch):
     mine = registry.get_dataset("mine")
     assert (mine.title, mine.prepared, mine.test_subjects({})) == ("Mine", True, ["s3", "s4"])
     assert callable(mine.prepare_function())
+
+
+def test_a_dataset_of_ones_own_needs_a_preparer(tmp_path, monkeypatch):
+    (tmp_path / "bare.py").write_text(textwrap.dedent('''
+        from regbench.data.registry import Dataset
+
+        BARE = Dataset(name="bare", title="Bare", summary="no preparer",
+                       default_splits=lambda settings: {"test": ["a", "b"]})
+    '''))
+    monkeypatch.setenv(registry.DATASET_PATH_ENV, str(tmp_path))
+    with pytest.raises(ValueError, match="bare.py: dataset 'bare' names no preparer"):
+        registry.available_datasets()

@@ -31,7 +31,8 @@ def add_commands(subparsers) -> None:
         reads = "; or ".join(f"{layout.reads} [{layout.name}]" for layout in dataset.layouts)
         parser = datasets.add_parser(
             dataset.name, help=dataset.summary,
-            description=f"{dataset.title} from {reads}. {dataset.description}".strip())
+            description=" ".join(filter(None, [reads and f"{dataset.title} from {reads}.",
+                                               dataset.description or dataset.summary])))
         _common(parser, dataset)
         for option in dataset.options:
             parser.add_argument(f"--{option.name}", type=option.type, default=option.default,

@@ -495,7 +495,8 @@ def make_demo(out: str | os.PathLike, subjects: int = 16, scale: float = DEMO.de
                   for subject in test}
     test_pairs = [(m, f) for m in test for f in test if m != f]
     manifest = make_manifest(
-        name=DEMO.name, source=SOURCE, subjects=ids, splits={"train": train, "val": val, "test": test},
+        name=DEMO.name, source=SOURCE, subjects=ids,
+        splits={"train": train, "val": val, "test": test},
         labels=DEMO_LABELS, regions=DEMO_REGIONS, shape=shape, affine=grid_affine,
         synthetic=True, seed=int(seed), scale=scale, subject_affines=affine,
         pair_displacement_mm={**pair_displacement_stats(transforms, test_labels, test_pairs,

@@ -28,6 +28,7 @@ workflow can build its DAG from it.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -45,7 +46,7 @@ DATASET_PATH_ENV = "REGBENCH_DATASET_PATH"
 """Folders of dataset files of one's own (separated by ``os.pathsep``)."""
 
 USER_PACKAGE = "regbench_user_datasets"
-"""The package name under which a dataset file of one's own is imported (``USER_PACKAGE.stem``)."""
+"""The package name under which a dataset file of one's own is imported."""
 
 Splits = Mapping[str, Sequence[str]]
 
@@ -97,15 +98,17 @@ class Dataset:
     layouts: tuple[Layout, ...] = ()
     """The layouts of its original distribution that the preparer reads (it detects which)."""
     preparer: str | None = None
-    """``"module:function"`` of its preparer; ``None`` for a dataset made by a command of its
-    own (the demo: ``regbench demo-data``)."""
+    """``"module:function"`` of its preparer; ``None`` for the demo alone, which its own command
+    makes (``regbench demo-data``, the workflow's ``demo_data`` rule)."""
     options: tuple[Option, ...] = ()
+    """Its preparer's keyword arguments beyond the common ones (``regbench prepare`` flags)."""
     subject_example: str = ""
     """Two subject IDs, comma-separated, for ``--subjects``' help."""
     raw: str | None = None
     """Default folder of its original distribution in the workflow (``None``: it must be
     given)."""
-    how_to_get: str = ""
+    how_to_get: str = ("Put a copy of its original distribution in a folder and give that "
+                       "folder as RAW (in the workflow: datasets.<name>.raw).")
     """Where it comes from (``regbench download`` says this when it cannot download)."""
     download: str | None = None
     """``"module:function"`` that downloads it: ``download(out, *, url, sha256, groups)``."""
@@ -253,6 +256,9 @@ def available_datasets() -> dict[str, Dataset]:
                 if dataset.name in found:
                     raise ValueError(f"{path}: dataset {dataset.name!r} is already registered; "
                                      "choose another name")
+                if not dataset.prepared:
+                    raise ValueError(f"{path}: dataset {dataset.name!r} names no preparer "
+                                     "(preparer=f\"{__name__}:prepare\")")
                 found[dataset.name] = dataset
     return found
 
@@ -260,7 +266,8 @@ def available_datasets() -> dict[str, Dataset]:
 @functools.cache
 def _declared(path: str) -> tuple[Dataset, ...]:
     """The datasets a file defines at module level (the file is imported once a process)."""
-    name = f"{USER_PACKAGE}.{Path(path).stem}"
+    # the folder's hash keeps files of one name in two folders apart
+    name = f"{USER_PACKAGE}.{Path(path).stem}_{hashlib.sha1(path.encode()).hexdigest()[:8]}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # its preparer is found again by name ("module:function")
