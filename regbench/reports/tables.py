@@ -246,10 +246,9 @@ def dice_table(per_pair: pd.DataFrame, kind: str, conventions: Sequence[str] = C
     # The paper reports FAIM Dice only: without FAIM columns its rows would be empty.
     paper_rows = _paper_dice_rows(kind, datasets) if "faim" in conventions else []
     for method, step, label, values in paper_rows:
-        borrowed = [registry.paper_numbers_of(d)[0] for d in values
-                    if registry.paper_numbers_of(d)[0] != d]
-        source = PAPER if not borrowed else (
-            f"{PAPER} ({', '.join(registry.caption_name(d) for d in borrowed)})")
+        references = [registry.paper_numbers_of(d)[0] for d in values]
+        source = PAPER if references == list(values) else (
+            f"{PAPER} ({', '.join(registry.caption_name(r) for r in references)})")
         row = {"source": source, "method": method, "slice_step": step, "label": label}
         text = {"Method": label}
         if kind == "slice_spacing":
