@@ -139,6 +139,16 @@ def test_regbench_prepare_refuses_a_scale_before_anything_is_written(toy_path, t
     assert not out.exists()
 
 
+def test_regbench_datasets_lists_every_registered_dataset(toy_path, capsys):
+    assert main(["datasets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "title", "scale", "(default)"]
+    names = [line.split()[0] for line in lines[1:] if not line.startswith(" ")]
+    assert names == ["demo", "lpba40", "mindboggle101", "toy"]
+    assert "whole voxels (0.5)" in lines[1] and "blocks (0.125)" in lines[-1]
+    assert "    layouts: delineation_space" in lines
+
+
 def test_regbench_download_says_how_to_get_what_it_cannot_download(tmp_path, capsys):
     assert main(["download", "lpba40", "--out", str(tmp_path / "raw")]) == 2
     assert registry.LPBA40.how_to_get in capsys.readouterr().err

@@ -1,5 +1,6 @@
-"""``regbench prepare`` and ``regbench download``: real datasets in the suite's layout, one
-sub-command per dataset of the registry (:mod:`regbench.data.registry`)."""
+"""``regbench datasets``, ``regbench prepare`` and ``regbench download``: the registered datasets
+(:mod:`regbench.data.registry`), and the real ones in the suite's layout, one ``prepare``
+sub-command per dataset."""
 
 from __future__ import annotations
 
@@ -15,7 +16,14 @@ log = logging.getLogger(__name__)
 
 
 def add_commands(subparsers) -> None:
-    """Add the ``prepare`` and ``download`` sub-commands."""
+    """Add the ``datasets``, ``prepare`` and ``download`` sub-commands."""
+    listing = subparsers.add_parser(
+        "datasets", help="list the registered datasets",
+        description="List every registered dataset (the suite's and those of the .py files in "
+                    "the folders of REGBENCH_DATASET_PATH): name, title, the scales it allows "
+                    "and its default, and the layouts its preparer reads.")
+    listing.set_defaults(func=run_datasets)
+
     prepared = [d for d in available_datasets().values() if d.prepared]
     prepare = subparsers.add_parser(
         "prepare", help=f"prepare {' or '.join(d.title for d in prepared)} from their original "
@@ -73,6 +81,23 @@ def _common(parser: argparse.ArgumentParser, dataset: Dataset) -> None:
                             help=f"comma-separated subjects of the {split} split, instead of "
                                  "the paper's splits (give --test at least; the lists must be "
                                  "disjoint)")
+
+
+def run_datasets(args: argparse.Namespace) -> int:
+    datasets = list(available_datasets().values())
+    header = ("name", "title", "scale (default)")
+    rows = [(d.name, d.title, f"{d.scale_rule} ({d.default_scale:g})") for d in datasets]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(row: tuple[str, ...]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+
+    print(line(header))
+    for dataset, row in zip(datasets, rows, strict=True):
+        print(line(row))
+        if dataset.layouts:
+            print("    layouts: " + ", ".join(layout.name for layout in dataset.layouts))
+    return 0
 
 
 def run_prepare(args: argparse.Namespace) -> int:
