@@ -225,7 +225,8 @@ def test_cpu_configuration_end_to_end_on_a_synthetic_copy(atlas, tmp_path):
         write_subject(raw, subject, *distributed_subject(atlas, (index - 2.5, 2.0 - index, 1.0)))
     tiny = overlay(tmp_path, "tiny.yaml", {
         "datasets": {"lpba40": {"raw": str(raw), "scale": 0.25, "splits": splits,
-                                "registration": {k: list(v) for k, v in FAST.items()}}},
+                                "prepare": {"registration": {k: list(v)
+                                                             for k, v in FAST.items()}}}},
         "methods": {"syn": {"options": {"reg_iterations": [4, 0, 0]}}},
         "train": {"steps": 2, "warmup_steps": 1, "checkpoint_every": 1, "validate_every": 1},
     })

@@ -30,11 +30,11 @@ import torch
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
+from regbench.data import registry
 from regbench.io import atomic_path
 from regbench.naming import CONVENTION_TITLES
 from regbench.reports.aggregate import regions
 from regbench.reports.style import (
-    DATASET_NAMES,
     label_colors,
     order_labels,
     order_runs,
@@ -341,7 +341,7 @@ def _minor_time_label(value: float, _position: int) -> str:
 
 def _dataset_prefix(per_pair: pd.DataFrame) -> str:
     datasets = list(dict.fromkeys(per_pair["dataset"]))
-    return f"{DATASET_NAMES.get(datasets[0], datasets[0])}: " if len(datasets) == 1 else ""
+    return f"{registry.title(datasets[0])}: " if len(datasets) == 1 else ""
 
 
 def _run_keys(per_pair: pd.DataFrame) -> list[tuple[str, int]]:

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from regbench.data import protocol
+from regbench.data import protocol, registry
 from regbench.io import InputError, write_text
 from regbench.metrics import dice30
 from regbench.naming import CONVENTIONS, TABLE_KINDS
@@ -62,7 +62,6 @@ from regbench.reports.stats import (
 )
 from regbench.reports.style import (
     CANONICAL_LABELS,
-    DATASET_NAMES,
     REFERENCE_METHOD,
     order_runs,
     run_label,
@@ -74,12 +73,8 @@ CONVENTION_TEXT = {
     "faim": "FAIM convention: Dice of each label, averaged within each region",
     "merged": "merged convention: labels merged into regions before Dice",
 }
-DATASET_TITLES = {**DATASET_NAMES, "demo": "the synthetic demo"}
-"""Dataset names in captions (the vocabulary's, the demo said in full)."""
 PAPER_SLICE_STEP = 8
 """The paper's large slice spacing: 192 -> 24 slices of the moving volume."""
-PAPER_DATASET = {"demo": "lpba40"}
-"""Datasets without paper numbers whose tables show another dataset's, for orientation."""
 PAPER_ABLATION_METHODS = {"dual-stream single-field": "dualprnet-dsf",
                           "dual-stream pyramid": "dualprnet"}
 """Keys of ``protocol.PAPER_ABLATION`` -> method names."""
@@ -189,7 +184,7 @@ def main_table(per_pair: pd.DataFrame, convention: str,
                   **{m.header: (m.key, m.digits, m.higher_is_better) for m in metrics}})
     n_pairs = sorted(set(numbers["n"].iloc[:n_ours].astype(int)))
     caption = (
-        f"Registration of {DATASET_TITLES.get(dataset, dataset)} test pairs "
+        f"Registration of {registry.caption_name(dataset)} test pairs "
         f"({_pairs_text(n_pairs)}), region Dice in the {CONVENTION_TEXT[convention]}. "
         "Cells: mean ± sample standard deviation (ddof = 1) over pairs; Average: of each pair's "
         "mean region Dice. Time per pair in seconds, "
@@ -221,7 +216,7 @@ def dice_table(per_pair: pd.DataFrame, kind: str, conventions: Sequence[str] = C
         _check_convention(convention)
     datasets = list(dict.fromkeys(per_pair["dataset"]))
     columns = [(d, c) for d in datasets for c in conventions]
-    headers = {col: f"{DATASET_NAMES.get(col[0], col[0])} {_convention_title(col[1])}"
+    headers = {col: f"{registry.title(col[0])} {_convention_title(col[1])}"
                for col in columns}
     tests = _stack_tests([compare_to_reference(per_pair[per_pair["dataset"] == d],
                                                f"mean_dice_{c}", margin=margin
@@ -251,8 +246,9 @@ def dice_table(per_pair: pd.DataFrame, kind: str, conventions: Sequence[str] = C
     # The paper reports FAIM Dice only: without FAIM columns its rows would be empty.
     paper_rows = _paper_dice_rows(kind, datasets) if "faim" in conventions else []
     for method, step, label, values in paper_rows:
-        source = PAPER if all(d not in PAPER_DATASET for d in values) else (
-            f"{PAPER} ({', '.join(DATASET_TITLES[PAPER_DATASET[d]] for d in values)})")
+        references = [registry.paper_numbers_of(d)[0] for d in values]
+        source = PAPER if references == list(values) else (
+            f"{PAPER} ({', '.join(registry.caption_name(r) for r in references)})")
         row = {"source": source, "method": method, "slice_step": step, "label": label}
         text = {"Method": label}
         if kind == "slice_spacing":
@@ -285,7 +281,7 @@ def dice_table(per_pair: pd.DataFrame, kind: str, conventions: Sequence[str] = C
         f"{what}. Mean region Dice (FAIM: per-label Dice averaged within regions; merged: "
         "labels merged into regions first) of each pair, mean ± sample standard deviation "
         "(ddof = 1) over test pairs ("
-        + "; ".join(f"{DATASET_TITLES.get(d, d)}: {_pairs_text(n)}" for d, n in n_pairs.items())
+        + "; ".join(f"{registry.caption_name(d)}: {_pairs_text(n)}" for d, n in n_pairs.items())
         + f"). Bold: best of our rows. {_unit_text(per_pair)}" + paper_text)
     notes = [footnote(tests)] if len(tests) else []
     return Table(kind, numbers, cell_frame, bold,
@@ -509,9 +505,9 @@ def _best(numbers: pd.DataFrame, cells: pd.DataFrame, n_ours: int,
 
 def _paper_source(dataset: str) -> tuple[str, str]:
     """(Source column text, dataset whose paper numbers apply)."""
-    if dataset in PAPER_DATASET:
-        reference = PAPER_DATASET[dataset]
-        return f"{PAPER} ({DATASET_TITLES[reference]})", reference
+    reference = registry.paper_numbers_of(dataset)[0]
+    if reference != dataset:
+        return f"{PAPER} ({registry.caption_name(reference)})", reference
     return PAPER, dataset
 
 
@@ -520,14 +516,14 @@ def _paper_text(dataset: str, convention: str, where: str) -> str:
     source, reference = _paper_source(dataset)
     has_rows = reference in protocol.PAPER_REFERENCE or reference in protocol.PAPER_ABLATION
     if not has_rows:
-        return f"The paper reports no numbers on {DATASET_TITLES.get(dataset, dataset)}."
+        return f"The paper reports no numbers on {registry.caption_name(dataset)}."
     text = (f"Italic rows (source: {source}) are the numbers reported in {where}, FAIM "
             f"convention ({MISSING}: not reported).")
     if convention == "merged":
         text += " They are not comparable with the merged-convention columns."
-    if dataset in PAPER_DATASET:
-        text += (f" The demo is synthetic and the paper has no numbers for it: the "
-                 f"{DATASET_TITLES[reference]} rows are shown for orientation only.")
+    if reference != dataset:
+        text += (f" {registry.paper_numbers_of(dataset)[1]}: the "
+                 f"{registry.caption_name(reference)} rows are shown for orientation only.")
     return text
 
 
@@ -563,7 +559,7 @@ def _unit_text(per_pair: pd.DataFrame) -> str:
     counts = {d: len(set(rows["moving"]) | set(rows["fixed"]))
               for d, rows in per_pair.groupby("dataset", sort=False)}
     n_text = ("n = " + str(next(iter(counts.values()))) if len(counts) == 1 else
-              "; ".join(f"{DATASET_TITLES.get(d, d)}: n = {n}" for d, n in counts.items()))
+              "; ".join(f"{registry.caption_name(d)}: n = {n}" for d, n in counts.items()))
     return (f"Tests and confidence intervals take the test subject as the unit ({n_text} "
             "subjects): the ordered pairs among them share subjects and are not independent.")
 
