@@ -15,9 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy
 import torch
 from matplotlib import pyplot as plt
 from matplotlib.colors import to_hex
+from packaging.requirements import Requirement
+from packaging.version import Version
 from scipy import stats as scipy_stats
 from statsmodels.stats.multitest import multipletests
 
@@ -519,6 +522,24 @@ def test_subject_level_test_keeps_its_level_where_pairs_and_subject_means_do_not
     rate = {name: count / repeats for name, count in rejected.items()}
     assert rate["pairs"] > 0.2 and rate["subject means"] > 0.15, rate
     assert rate["pseudo-values"] < 0.08, rate
+
+
+def test_signed_rank_test_is_exact_with_ties_and_zeros() -> None:
+    """Ties and a zero among 5 differences: the exact test never goes below its floor of
+    2 / 2^4 for 4 nonzero values, where the normal approximation (SciPy's old fallback) does."""
+    tied = [0.0, 0.01, 0.01, 0.02, 0.03]
+    w, p = stats.wilcoxon_paired(tied)
+    assert w == 0.0 and p == pytest.approx(stats.smallest_p(4))
+    approximate = scipy_stats.wilcoxon(tied, method="asymptotic").pvalue
+    assert approximate < stats.smallest_p(4)
+    # The pins require a SciPy that has this exact test; the running one satisfies them.
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    pins = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    scipy_pin = next(Requirement(r) for r in pins["project"]["dependencies"]
+                     if Requirement(r).name == "scipy")
+    lowest = [Version(s.version) for s in scipy_pin.specifier if s.operator == ">="]
+    assert lowest == [Version(stats.MIN_SCIPY)]
+    assert Version(scipy.__version__) >= Version(stats.MIN_SCIPY)
 
 
 def test_tost_and_verdicts() -> None:
