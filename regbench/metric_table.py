@@ -65,6 +65,7 @@ class MetricSpec:
         column: The main table's key for it (``<column>_mean`` and ``_std`` in its CSV); None
             when the main table does not show it as a column of its own.
         header: The main table's printed header.
+        caption: The main table's caption sentence on it (after ``<header>: ``).
         unit: ``%``, ``mm`` or empty.
         digits: Decimals printed in the tables.
         higher_is_better: Direction, for the bold best value.
@@ -77,6 +78,7 @@ class MetricSpec:
     description: str
     column: str | None = None
     header: str | None = None
+    caption: str = ""
     unit: str = ""
     digits: int = 3
     higher_is_better: bool = False
@@ -137,17 +139,28 @@ METRICS: tuple[MetricSpec, ...] = (
                higher_is_better=True, optional=True),
     MetricSpec("folding_percent", _folding, "pair",
                "% of voxels with a non-positive Jacobian determinant", column="folding_percent",
-               header="Folding (%)", unit="%"),
+               header="Folding (%)", unit="%",
+               caption="% of voxels with a non-positive Jacobian determinant (central "
+                       "differences)."),
     MetricSpec("log_jacobian_std", _sd_log_j, "pair",
                "SD log J as Learn2Reg computes it: standard deviation of log(det J + 3)",
-               column="log_jacobian_std", header="SD log J"),
+               column="log_jacobian_std", header="SD log J",
+               caption="Learn2Reg's SDlogJ, the standard deviation of log(det J + 3) with "
+                       "its differences and 2 voxels dropped at each face."),
     MetricSpec("ndv_percent", _ndv, "pair",
                "non-diffeomorphic volume, % of the volume where the moving image is above 0 "
                "(LUMIR's NDV)", column="ndv_percent", header="NDV (%)", unit="%", digits=4,
-               optional=True),
+               optional=True,
+               caption="non-diffeomorphic volume, % of the volume where the moving image is "
+                       "above 0 in inverted tetrahedra (Liu et al., IJCV 2024; LUMIR's "
+                       "measure and mask)."),
     MetricSpec("hd95", _hd95, "region", "region -> HD95 in mm (merged regions)", unit="mm"),
     MetricSpec("mean_hd95", _mean_over_regions("hd95"), "pair", "mean of `hd95` over regions",
-               column="hd95_mm", header="HD95 (mm)", unit="mm", digits=2),
+               column="hd95_mm", header="HD95 (mm)", unit="mm", digits=2,
+               caption="95th-percentile Hausdorff distance between surface elements weighted "
+                       "by area (Learn2Reg's), mean over regions; a region missing from either "
+                       "subject is skipped, one the method lost counts as the diagonal of the "
+                       "image in mm, the worst case."),
 )
 """The metric table, in the order of ``metrics.json``, of ``per_pair.csv``'s metric columns
 and of the main table's metric columns."""

@@ -6,10 +6,12 @@ import json
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from regbench import evaluate as evaluate_module
+from regbench import metric_table
 from regbench.cli import main
 from regbench.data.dataset import Dataset, make_manifest, write_manifest, write_subject
 from regbench.degrade import thin_slices
@@ -22,6 +24,8 @@ from regbench.metrics import (
     nanmean,
     non_diffeomorphic_volume,
 )
+from regbench.reports.aggregate import aggregate, base_columns, find_metrics, read_per_pair
+from regbench.reports.tables import make_tables
 
 torch.set_num_threads(1)
 
@@ -176,6 +180,37 @@ def test_anchored_metrics_are_scored_as_their_benchmarks_define_them(dataset):
     assert scores["ndv_percent"] < non_diffeomorphic_volume(field) / 2
     assert scores["mean_dice_l2r"] == pytest.approx(
         learn2reg_case_dice(warped_labels, fixed, labels, [1, 2, 3, 4]))
+
+
+def test_a_metric_is_one_function_and_one_row(dataset, tmp_path, monkeypatch):
+    """A toy metric added to the metric table reaches metrics.json, per_pair.csv and the main
+    table (its column, header, digits and caption) with no other change."""
+
+    def moved_percent(pair: metric_table.PairScoring, _) -> float:
+        return 100.0 * float(np.mean(np.linalg.norm(pair.field, axis=0) > 0.5))
+
+    toy = metric_table.MetricSpec(
+        "moved_percent", moved_percent, "pair", "% of voxels moved by more than half a voxel",
+        column="moved", header="Moved (%)", unit="%", digits=1,
+        caption="% of voxels moved by more than half a voxel.")
+    monkeypatch.setattr(metric_table, "METRICS", (*metric_table.METRICS, toy))
+    field = zero_field()
+    field[0, :SHAPE[0] // 2] = 1.0
+    for moving, fixed in (("s1", "s2"), ("s2", "s3"), ("s3", "s1")):
+        record = evaluate_dataset_pair(dataset, moving, fixed, field,
+                                       tmp_path / "run" / moving / fixed, runtime=RUNTIME,
+                                       keep_volumes=False)
+        assert record["moved_percent"] == 50.0
+    aggregate(find_metrics(tmp_path / "run"), tmp_path / "per_pair.csv", experiment="main")
+    per_pair = read_per_pair([tmp_path / "per_pair.csv"])
+    assert per_pair.columns[len(base_columns()) - 1] == "moved_percent"
+    assert per_pair["moved_percent"].tolist() == [50.0] * 3
+    make_tables(per_pair, "main", tmp_path / "tables", conventions=("faim",))
+    numbers = pd.read_csv(tmp_path / "tables" / "table1_faim.csv")
+    assert numbers["moved_mean"].tolist() == [50.0]
+    markdown = (tmp_path / "tables" / "table1_faim.md").read_text()
+    assert "| Moved (%)" in markdown and "50.0 ± 0.0" in markdown
+    assert "Moved (%): % of voxels moved by more than half a voxel." in markdown
 
 
 def test_slice_step_thins_the_warped_image_but_not_the_labels(dataset, tmp_path):
