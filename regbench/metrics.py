@@ -9,7 +9,7 @@ in only one map is a failure, not an undefined value: its Dice is 0 (docs/protoc
 
 The measures named after a benchmark compute what its published evaluation code computes
 (tests/test_metrics.py holds values made by that code, ``benchmarks/anchor_metrics.py``):
-:func:`non_diffeomorphic_volume` as LUMIR's ``digital_diffeomorphism.py`` with its brain mask;
+:func:`non_diffeomorphic_volume` as LUMIR's ``digital_diffeomorphism.py`` with its mask;
 :func:`learn2reg_case_dice`, :func:`dice30`, :func:`log_jacobian_std` and :func:`hd95` as
 Learn2Reg's ``evaluation/evaluation.py`` and ``utils.py`` (MDL-UzL/L2R), whose HD95 is DeepMind's
 ``surface_distance`` package. Where the suite departs from them it says so in the docstring.
@@ -136,8 +136,8 @@ def learn2reg_jacobian_determinant(field: np.ndarray) -> np.ndarray:
 
     Derivatives are central differences ``(u(x + 1) - u(x - 1)) / 2`` with zeros beyond the
     grid (``scipy.ndimage.correlate`` of ``[-0.5, 0, 0.5]``, ``mode="constant"``), and the
-    :data:`LEARN2REG_TRIM` voxels at each face, where those differences see the padding, are
-    dropped (MDL-UzL/L2R ``evaluation/utils.py``, ``jacobian_determinant``).
+    :data:`LEARN2REG_TRIM` voxels at each face are dropped, so that the zeros never enter
+    (MDL-UzL/L2R ``evaluation/utils.py``, ``jacobian_determinant``).
 
     Args:
         field: Displacement ``(3, X, Y, Z)`` in voxel units.
@@ -212,7 +212,7 @@ def non_diffeomorphic_volume(field: np.ndarray, mask: np.ndarray | None = None) 
     (IJCV 2024), the measure of Learn2Reg 2024's LUMIR task: the 2x2x2 cube of voxels around each
     voxel is cut into 5 tetrahedra in each of 2 ways (:data:`NDV_TETRAHEDRA`); every tetrahedron
     that the map turns inside out contributes its negative volume, halved since the two cuts
-    cover the cube twice. Their sum over the voxels, divided by the number of voxels, is the
+    cover the cube twice. Their sum over the scored voxels, divided by their number, is the
     fraction of the volume that is not mapped diffeomorphically. Unlike :func:`folding_percent`
     it counts how much is folded, not how many voxels, and a fold that central differences step
     over still counts. Only voxels with all 26 neighbours inside the grid are scored, as in
@@ -220,8 +220,8 @@ def non_diffeomorphic_volume(field: np.ndarray, mask: np.ndarray | None = None) 
 
     Args:
         field: Displacement ``(3, X, Y, Z)`` in voxel units (pull convention).
-        mask: Boolean ``(X, Y, Z)``: the voxels scored and counted (LUMIR: the brain); ``None``
-            scores every voxel.
+        mask: Boolean ``(X, Y, Z)``: the voxels scored and counted (LUMIR: where the moving
+            image is above 0); ``None`` scores every voxel.
 
     Returns:
         NDV in % of the scored voxels' volume; NaN when no voxel is scored (an empty mask, or
