@@ -1,4 +1,5 @@
-"""Metrics on hand-made volumes whose answers are known in closed form (regbench.metrics)."""
+"""Metrics on hand-made volumes whose answers are known in closed form, and against the values
+the benchmarks' own evaluation code gives (regbench.metrics)."""
 
 from __future__ import annotations
 
