@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from markdown_tables import flat, section, table
 
-from regbench import io, runs
+from regbench import io, metric_table, runs
 from regbench.data.dataset import make_manifest
-from regbench.evaluate import RECORD_KEYS, RUNTIME_KEYS
-from regbench.reports.aggregate import BASE_COLUMNS, PAIR_KEY, REGION_GROUPS
+from regbench.evaluate import RUNTIME_KEYS, record_keys
+from regbench.reports.aggregate import PAIR_KEY, base_columns, region_groups
 from regbench.reports.stats import PAIRWISE_COLUMNS, STATS_COLUMNS, Verdict
 from regbench.reports.style import CANONICAL_LABELS, CANONICAL_METHODS, run_label, run_name
 
@@ -54,14 +54,24 @@ def test_runtime_and_metrics_keys(contracts_md):
     runtime = keys(table(contracts_md, "#### `runtime.json`"), "Key")
     assert set(runtime) == {*RUNTIME_KEYS, "label", "moving", "fixed", "checkpoint"}
     assert {"method", "options", "slice_step", "checkpoint"} == set(runs.IDENTITY_KEYS)
-    assert keys(table(contracts_md, "#### `metrics.json`"), "Key") == list(RECORD_KEYS)
+    rows = table(contracts_md, "#### `metrics.json`")
+    assert keys(rows, "Key") == list(record_keys())
+    described = {row["Key"].strip("`"): row["Value"] for row in rows}
+    for spec in metric_table.METRICS:
+        assert described[spec.key] == spec.description, spec.key
 
 
 def test_per_pair_columns(contracts_md):
-    assert keys(table(contracts_md, "## `per_pair.csv`"), "Column") == list(BASE_COLUMNS)
+    rows = table(contracts_md, "## `per_pair.csv`")
+    assert keys(rows, "Column") == list(base_columns())
+    values = {row["Column"].strip("`"): row["Value"] for row in rows}
+    for spec in metric_table.of_level("pair"):
+        assert values[spec.key].startswith(spec.unit), spec.key
+        assert ("empty in files scored before" in values[spec.key]) == spec.optional, spec.key
     text = flat(section(contracts_md, "## `per_pair.csv`"))
-    groups = ", ".join(f"`{g}/<Region>`" for g in REGION_GROUPS[:-1])
-    assert f"{groups} and `{REGION_GROUPS[-1]}/<Region>`" in text
+    groups = region_groups()
+    listed = ", ".join(f"`{g}/<Region>`" for g in groups[:-1])
+    assert f"{listed} and `{groups[-1]}/<Region>`" in text
     pair = ", ".join(f"`{k}`" for k in PAIR_KEY[:-1])
     assert f"A pair is identified by {pair} and `{PAIR_KEY[-1]}`" in text
 

@@ -13,7 +13,7 @@ import yaml
 from markdown_tables import flat, section, table
 
 from regbench.data import demo, protocol, registry
-from regbench.metrics import LOG_JACOBIAN_EPS, image_diagonal
+from regbench.metrics import LOG_JACOBIAN_CLIP, LOG_JACOBIAN_SHIFT, image_diagonal
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL_MD = ROOT / "docs" / "protocol.md"
@@ -292,7 +292,8 @@ def test_grid_and_crop_against_protocol_md(protocol_md):
 def test_metrics_against_protocol_md(protocol_md):
     text = flat(section(protocol_md, "### Metrics"))
     low, high = re.search(r"clipped to \[([-+.e\d]+), ([-+.e\d]+)\]", text).groups()
-    assert (float(low), float(high)) == (LOG_JACOBIAN_EPS, 1e9)
+    assert (float(low), float(high)) == LOG_JACOBIAN_CLIP
+    assert f"`log(clip(det J + {LOG_JACOBIAN_SHIFT:g}, 1e-9, 1e9))`" in text
     for shape, spacing, name in (((160, 192, 160), 1, "160 x 192 x 160 grid of 1 mm"),
                                  ((80, 96, 80), 2, "demo's 80 x 96 x 80 of 2 mm")):
         assert name in text

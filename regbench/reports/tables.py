@@ -5,11 +5,10 @@ Three kinds (file stems under the output folder):
 * ``main`` -> ``table1_faim`` and/or ``table1_merged``: the paper's Table 1 for one dataset.
   Rows: our runs in report order, then the paper's numbers as reference rows (``Source``
   "paper"). Columns: each region's Dice, ``Average`` (each pair's mean region Dice),
-  ``Dice30`` (the 30th percentile of those means, Learn2Reg's robustness score; ``dice30`` in
-  the CSV), time per pair (s; devices in the caption), folding (% voxels with a non-positive
-  Jacobian determinant), SD of log Jacobian, NDV (non-diffeomorphic volume, %), HD95 (mm, mean
-  over regions; a region in only one of the warped and fixed label maps counts as the image
-  diagonal, the worst case), test pairs.
+  ``Dice30`` (Learn2Reg's robustness score: the 30th percentile of the pairs' Learn2Reg case
+  Dice, :data:`~regbench.metric_table.DICE30_SOURCE`; ``dice30`` in the CSV), time per pair (s;
+  devices in the caption), then the metric table's columns
+  (:func:`~regbench.metric_table.table_columns`: folding, SD log J, NDV, HD95), test pairs.
 * ``ablation`` -> ``ablation``: the ablation runs; one column of mean Dice per dataset and
   convention; paper rows from :data:`~regbench.data.protocol.PAPER_ABLATION`.
 * ``slice_spacing`` -> ``slice_spacing``: runs at each slice step (Dual-PRNet at 1 and 8);
@@ -47,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from regbench import metric_table
 from regbench.data import protocol, registry
 from regbench.io import InputError, write_text
 from regbench.metrics import dice30
@@ -79,6 +79,9 @@ PAPER_ABLATION_METHODS = {"dual-stream single-field": "dualprnet-dsf",
                           "dual-stream pyramid": "dualprnet"}
 """Keys of ``protocol.PAPER_ABLATION`` -> method names."""
 OURS, PAPER = "ours", "paper"
+DICE30_CAPTION = ("Dice30: Learn2Reg's robustness score, the 30th percentile over the pairs of "
+                  "each pair's mean Dice over the labels present in both subjects (Learn2Reg's "
+                  "case Dice, per label whatever the convention).")
 MISSING = "–"
 
 
@@ -130,10 +133,8 @@ def main_table(per_pair: pd.DataFrame, convention: str,
           for r in regions(per_pair, f"dice_{convention}")),
         Metric("average", "Average", f"mean_dice_{convention}", 3, True),
         Metric("time_s", "Time (s)", "time_s", 2, False),
-        Metric("folding_percent", "Folding (%)", "folding_percent", 3, False),
-        Metric("log_jacobian_std", "SD log J", "log_jacobian_std", 3, False),
-        Metric("ndv_percent", "NDV (%)", "ndv_percent", 4, False),
-        Metric("hd95_mm", "HD95 (mm)", "mean_hd95", 2, False),
+        *(Metric(spec.column, spec.header or spec.column, spec.key, spec.digits,
+                 spec.higher_is_better) for spec in metric_table.table_columns()),
     ]
     tests = compare_to_reference(per_pair, f"mean_dice_{convention}", margin=margin)
     marks = _marks(tests)
@@ -148,7 +149,7 @@ def main_table(per_pair: pd.DataFrame, convention: str,
             mean, std = _mean_std(values)
             row[f"{metric.key}_mean"], row[f"{metric.key}_std"] = mean, std
             text[metric.header] = _mean_std_text(mean, std, metric.digits)
-        row["dice30"] = dice30(runs[f"mean_dice_{convention}"].to_numpy(dtype=float))
+        row["dice30"] = dice30(runs[metric_table.DICE30_SOURCE].to_numpy(dtype=float))
         text["Dice30"] = _mean_std_text(row["dice30"], math.nan, 3)
         mark = marks.get((method, step), ("", math.nan))
         row["p_holm"], row["mark"] = mark[1], mark[0]
@@ -188,14 +189,10 @@ def main_table(per_pair: pd.DataFrame, convention: str,
         f"({_pairs_text(n_pairs)}), region Dice in the {CONVENTION_TEXT[convention]}. "
         "Cells: mean ± sample standard deviation (ddof = 1) over pairs; Average: of each pair's "
         "mean region Dice. Time per pair in seconds, "
-        f"{_devices_text(numbers.iloc[:n_ours])}. Folding: % of voxels with a non-positive "
-        "Jacobian determinant; SD log J: standard deviation of the log Jacobian determinant; "
-        "HD95: 95th-percentile Hausdorff distance, mean over regions; a region present in only "
-        "one of the warped and fixed label maps (lost or invented by the method) counts as the "
-        "diagonal of the image in mm, the worst case. Dice30: 30th percentile of the pairs' "
-        "mean region Dice (Learn2Reg's robustness score). NDV: non-diffeomorphic volume, % of "
-        "the grid's volume in inverted tetrahedra (Liu et al., IJCV 2024; LUMIR's measure). "
-        "Bold: best of our rows. "
+        f"{_devices_text(numbers.iloc[:n_ours])}. {DICE30_CAPTION} "
+        + "".join(f"{spec.header}: {spec.caption} " for spec in metric_table.table_columns()
+                  if spec.caption)
+        + "Bold: best of our rows. "
         f"{_unit_text(per_pair)} "
         f"{_paper_text(dataset, convention, 'the paper, Table 1 and Fig. 4')}")
     if numbers["time_s_mean"].iloc[n_ours:].notna().any():
