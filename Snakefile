@@ -39,7 +39,7 @@ include: "workflow/rules/common.smk"
 
 
 wildcard_constraints:
-    dataset="demo|lpba40|mindboggle101",
+    dataset=DATASET_REGEX,
     experiment="[A-Za-z0-9_]+",
     moving="[A-Za-z0-9._-]+",
     fixed="[A-Za-z0-9._-]+",
@@ -57,10 +57,10 @@ for rule_file in EXTERNAL_RULE_FILES:
     include: rule_file
 
 
-# On a cluster these run where Snakemake runs: the download needs the network, the rest is light.
+# On a cluster these run where Snakemake runs: they are light (and so do the downloads, marked
+# `localrule` in workflow/rules/data.smk: they need the network).
 localrules:
     all,
-    download_mindboggle101,
     aggregate,
     tables_main,
     tables_experiment,

@@ -5,7 +5,8 @@
 
 Each argument is ``LABEL=PATH`` of a ``validation.csv`` in the columns the trainer writes
 (``step, time_s, dice_faim, dice_merged, eval_s``). Writes ``OUT.png``, ``OUT.pdf`` and ``OUT.md``
-(per run: Dice before training, at its best step and at its last step).
+(per run: Dice before training, at its best step and at its last step). The real-brain
+diagnosis draws its figure with it: ``python benchmarks/mindboggle_diagnosis.py figure``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def read_runs(specs: list[str]) -> dict[str, pd.DataFrame]:
         label, sep, path = spec.partition("=")
         if not sep:
             raise SystemExit(f"{spec!r}: expected LABEL=PATH")
+        if not Path(path).is_file():
+            raise SystemExit(f"{path}: no such file (the validation.csv of {label!r})")
         runs[label] = pd.read_csv(path)
     return runs
 
@@ -41,13 +44,13 @@ def summary(runs: dict[str, pd.DataFrame], column: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="LABEL=PATH of a validation.csv")
     parser.add_argument("--out", required=True, type=Path, help="output stem (no suffix)")
     parser.add_argument("--column", default="dice_faim", choices=("dice_faim", "dice_merged"))
     parser.add_argument("--title", default="Validation Dice (FAIM) during training")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     runs = read_runs(args.runs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure, axis = plt.subplots(figsize=(6.5, 4.0))

@@ -18,7 +18,7 @@ buffers but not what was already resident (weights, inputs, optimizer state afte
 
 Usage::
 
-    python benchmarks/speed_memory.py [--methods dualprnet,voxelmorph]
+    python benchmarks/speed_memory.py [--methods dualprnet,voxelmorph,voxelmorph-0.2]
         [--sizes 80x96x80,160x192x160] [--repeats N] [--warmup N] [--device auto]
         [--threads N] [--amp] [--no-training] [--seed 0] [--out table.md] [--out table.csv]
 """
@@ -53,7 +53,7 @@ from regbench.transforms import pad_to_multiple
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_METHODS = ("dualprnet", "voxelmorph")
+DEFAULT_METHODS = ("dualprnet", "voxelmorph", "voxelmorph-0.2")
 DEFAULT_SIZES = "80x96x80,160x192x160"
 CPU_LARGE_VOXELS = 10**6  # above this a CPU training step takes many seconds: 1 repeat
 MIB = 2**20

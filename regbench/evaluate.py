@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from regbench import metrics, runs
+from regbench import runs
 from regbench.data.dataset import MANIFEST, Dataset
 from regbench.degrade import thin_slices
 from regbench.io import (
@@ -39,21 +39,22 @@ from regbench.io import (
     write_image,
     write_json,
 )
+from regbench.metric_table import PairScoring, metric_keys, score
 from regbench.runtime import versions
 from regbench.transforms import warp, warp_labels
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = ("dice_faim", "dice_merged", "dice_labels", "mean_dice_faim", "mean_dice_merged",
-               "hd95", "mean_hd95", "folding_percent", "log_jacobian_std", "ndv_percent")
-"""Keys of :func:`evaluate_pair`'s metrics dict, in the order of ``metrics.json``."""
-
 RUNTIME_KEYS = ("method", "time_s", "device", "slice_step", "versions", "options")
 """Keys of a method's ``runtime.json`` that ``metrics.json`` carries (other keys are kept too)."""
 
-RECORD_KEYS = ("dataset", "method", "moving", "fixed", *METRIC_KEYS, "time_s", "device",
-               "slice_step", "versions", "options")
-"""Keys every ``metrics.json`` holds, in order (runtime keys beyond these follow them)."""
+
+
+def record_keys() -> tuple[str, ...]:
+    """Keys every ``metrics.json`` holds, in order (runtime keys beyond these follow them): the
+    metrics are the rows of :data:`regbench.metric_table.METRICS`."""
+    return ("dataset", "method", "moving", "fixed", *metric_keys(), "time_s", "device",
+            "slice_step", "versions", "options")
 
 METRICS_FILE = "metrics.json"
 
@@ -75,10 +76,11 @@ def evaluate_pair(
     (voxel units, pull convention) and score the warped labels against ``fixed_labels``.
 
     Returns ``(warped image (X, Y, Z) float32, warped labels (X, Y, Z) int32, metrics)`` where
-    ``metrics`` has the :data:`METRIC_KEYS`: Dice per label (keys ``str(label)``) and per region
-    (FAIM and merged), HD95 in mm per merged region (``spacing`` mm per voxel), their NaN-ignoring
-    means over regions, and the field's folding percentage, log-Jacobian standard deviation and
-    non-diffeomorphic volume (% of the grid, :func:`regbench.metrics.non_diffeomorphic_volume`).
+    ``metrics`` holds every row of the metric table (:mod:`regbench.metric_table`) by key, in its
+    order: Dice per label (keys ``str(label)``) and per region (FAIM and merged), HD95 in mm per
+    merged region (``spacing`` mm per voxel), their means over regions, Learn2Reg's case Dice,
+    and the field's folding percentage, SD log J and non-diffeomorphic volume (in % of the
+    voxels where ``moving_image`` is above 0, as LUMIR scores it).
     """
     shape = tuple(fixed_labels.shape)
     for name, volume in (("moving image", moving_image), ("moving labels", moving_labels)):
@@ -92,22 +94,10 @@ def evaluate_pair(
         warped = warp(image_t[None, None], field_t)[0, 0].numpy()
         labels_t = torch.from_numpy(np.ascontiguousarray(moving_labels, dtype=np.int32))
         warped_labels = warp_labels(labels_t[None, None], field_t)[0, 0].numpy()
-    dice_faim = metrics.region_dice_faim(warped_labels, fixed_labels, regions)
-    dice_merged = metrics.region_dice_merged(warped_labels, fixed_labels, regions)
-    hd95 = metrics.region_hd95(warped_labels, fixed_labels, regions, spacing)
-    scores = {
-        "dice_faim": dice_faim,
-        "dice_merged": dice_merged,
-        "dice_labels": {str(k): v for k, v in
-                        metrics.dice_per_label(warped_labels, fixed_labels, labels).items()},
-        "mean_dice_faim": metrics.nanmean(dice_faim.values()),
-        "mean_dice_merged": metrics.nanmean(dice_merged.values()),
-        "hd95": hd95,
-        "mean_hd95": metrics.nanmean(hd95.values()),
-        "folding_percent": metrics.folding_percent(field),
-        "log_jacobian_std": metrics.log_jacobian_std(field),
-        "ndv_percent": metrics.non_diffeomorphic_volume(field),
-    }
+    scores = score(PairScoring(
+        warped_labels=warped_labels, fixed_labels=np.asarray(fixed_labels),
+        moving_labels=np.asarray(moving_labels), moving_image=np.asarray(moving_image),
+        field=np.asarray(field), regions=regions, labels=labels, spacing=spacing))
     return warped, warped_labels, scores
 
 
@@ -331,7 +321,7 @@ def _runtime_record(runtime: RuntimeInput, slice_step: int | None,
         record = read_json(runtime)
         if not isinstance(record, dict):
             raise InputError(f"{source}: expected a JSON object, got {type(record).__name__}")
-    clash = sorted(set(record) & {"dataset", *METRIC_KEYS})
+    clash = sorted(set(record) & {"dataset", *metric_keys()})
     if clash:
         raise InputError(f"{source}: holds keys the evaluation computes: {clash}")
     recorded = (record.pop("moving", None), record.pop("fixed", None))

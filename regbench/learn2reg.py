@@ -51,7 +51,9 @@ def read_learn2reg_field(path: str | os.PathLike, shape: Sequence[int]) -> np.nd
     """One Learn2Reg displacement file as the suite's field ``(3, X, Y, Z)`` float32 (voxels).
 
     Args:
-        path: ``.nii.gz`` (or ``.nii``) or ``.npz`` (array ``arr_0``), ``(X, Y, Z, 3)`` or
+        path: ``.nii.gz`` (or ``.nii``) of ``(X, Y, Z, 3)``, Learn2Reg's layout, or
+            ``(X, Y, Z, 1, 3)``, the suite's (:func:`regbench.io.read_field`, which refuses
+            components first); or ``.npz`` (array ``arr_0``), ``(X, Y, Z, 3)`` or
             ``(3, X, Y, Z)``.
         shape: ``(X, Y, Z)`` of the fixed grid.
 

@@ -4,21 +4,35 @@ Label maps are integer arrays ``(X, Y, Z)`` on one grid; displacement fields are
 in voxel units with the pull convention of :mod:`regbench.transforms`
 (``warped(x) = moving(x + u(x))``). A value that is undefined for a pair (a label or region
 absent from both maps) is ``NaN``; means over labels or regions ignore ``NaN``
-(``np.nanmean``). A label or region present in only one map is a failure, not an undefined
-value: its Dice is 0 and its HD95 is the image diagonal (:func:`image_diagonal`), the worst
-case, so a method that loses a region entirely is penalised in both (docs/protocol.md).
+(``np.nanmean``). In the region Dice of the paper's two conventions a label or region present
+in only one map is a failure, not an undefined value: its Dice is 0 (docs/protocol.md).
+
+The measures named after a benchmark compute what its published evaluation code computes
+(tests/test_metrics.py holds values made by that code, ``benchmarks/anchor_metrics.py``):
+:func:`non_diffeomorphic_volume` as LUMIR's ``digital_diffeomorphism.py`` with its mask;
+:func:`learn2reg_case_dice`, :func:`dice30`, :func:`log_jacobian_std` and :func:`hd95` as
+Learn2Reg's ``evaluation/evaluation.py`` and ``utils.py`` (MDL-UzL/L2R), whose HD95 is DeepMind's
+``surface_distance`` package. Where the suite departs from them it says so in the docstring.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
+from skimage.measure import marching_cubes
 
-LOG_JACOBIAN_EPS = 1e-9
-"""Determinants are clipped to ``[LOG_JACOBIAN_EPS, 1e9]`` before the log, as Learn2Reg does."""
+LOG_JACOBIAN_CLIP = (1e-9, 1e9)
+"""Learn2Reg clips ``det J + LOG_JACOBIAN_SHIFT`` to this range before the log."""
+LOG_JACOBIAN_SHIFT = 3.0
+"""Learn2Reg's evaluation adds 3 to every determinant before clipping and taking the log
+(``(jacobian_determinant(...) + 3).clip(1e-9, 1e9)``); kept so that the SD log J compares with
+Learn2Reg's leaderboards."""
+LEARN2REG_TRIM = 2
+"""Voxels Learn2Reg drops at each face before scoring the Jacobian determinant."""
 
 
 def dice_per_label(pred: np.ndarray, target: np.ndarray,
@@ -117,14 +131,53 @@ def folding_percent(field: np.ndarray) -> float:
     return 100.0 * float(np.count_nonzero(det <= 0)) / det.size
 
 
-def log_jacobian_std(field: np.ndarray) -> float:
-    """Standard deviation over all voxels of ``log(det J)``, Learn2Reg's smoothness measure.
+def learn2reg_jacobian_determinant(field: np.ndarray) -> np.ndarray:
+    """Jacobian determinant of ``x -> x + u(x)`` as Learn2Reg's evaluation computes it.
 
-    Following Learn2Reg, determinants are clipped to ``[1e-9, 1e9]`` first, so folded voxels
-    count as a very small positive volume instead of making the log undefined.
+    Derivatives are central differences ``(u(x + 1) - u(x - 1)) / 2`` with zeros beyond the
+    grid (``scipy.ndimage.correlate`` of ``[-0.5, 0, 0.5]``, ``mode="constant"``), and the
+    :data:`LEARN2REG_TRIM` voxels at each face are dropped, so that the zeros never enter
+    (MDL-UzL/L2R ``evaluation/utils.py``, ``jacobian_determinant``).
+
+    Args:
+        field: Displacement ``(3, X, Y, Z)`` in voxel units.
+
+    Returns:
+        The determinants ``(X - 4, Y - 4, Z - 4)``.
+
+    Raises:
+        ValueError: If the field is not ``(3, X, Y, Z)`` with more than 4 voxels along each axis.
     """
-    det = np.clip(jacobian_determinant(field), LOG_JACOBIAN_EPS, 1e9)
-    return float(np.std(np.log(det)))
+    field = np.asarray(field, dtype=np.float64)
+    if field.ndim != 4 or field.shape[0] != 3:
+        raise ValueError(f"field must have shape (3, X, Y, Z), got {field.shape}")
+    if min(field.shape[1:]) <= 2 * LEARN2REG_TRIM:
+        raise ValueError(f"field needs more than {2 * LEARN2REG_TRIM} voxels along each axis, "
+                         f"got {field.shape}")
+    def shifted(a: int, step: int) -> tuple[slice, ...]:
+        # Inside the trimmed faces both neighbours lie in the grid: the padding never enters,
+        # and (u(x + 1) - u(x - 1)) / 2 is the correlation's value to the last bit.
+        return (slice(None), *(slice(LEARN2REG_TRIM + (step if axis == a else 0),
+                                     n - LEARN2REG_TRIM + (step if axis == a else 0))
+                               for axis, n in enumerate(field.shape[1:])))
+
+    # rows[a][c] = d(x_c + u_c) / d x_a
+    rows = [(field[shifted(a, 1)] - field[shifted(a, -1)]) / 2.0 for a in range(3)]
+    for a in range(3):
+        rows[a][a] += 1.0
+    return _det3(*rows)
+
+
+def log_jacobian_std(field: np.ndarray) -> float:
+    """SD log J as Learn2Reg scores it: the standard deviation over the voxels of
+    ``log(clip(det J + 3, 1e-9, 1e9))``, with :func:`learn2reg_jacobian_determinant`.
+
+    The shift by :data:`LOG_JACOBIAN_SHIFT` is Learn2Reg's (its ``evaluation.py``); it makes the
+    value smaller than the standard deviation of ``log det J`` itself, and keeps a folded voxel
+    (``det J <= 0``) finite unless ``det J <= -3``.
+    """
+    det = learn2reg_jacobian_determinant(field) + LOG_JACOBIAN_SHIFT
+    return float(np.std(np.log(np.clip(det, *LOG_JACOBIAN_CLIP))))
 
 
 Offset = tuple[int, int, int]
@@ -159,7 +212,7 @@ def non_diffeomorphic_volume(field: np.ndarray, mask: np.ndarray | None = None) 
     (IJCV 2024), the measure of Learn2Reg 2024's LUMIR task: the 2x2x2 cube of voxels around each
     voxel is cut into 5 tetrahedra in each of 2 ways (:data:`NDV_TETRAHEDRA`); every tetrahedron
     that the map turns inside out contributes its negative volume, halved since the two cuts
-    cover the cube twice. Their sum over the voxels, divided by the number of voxels, is the
+    cover the cube twice. Their sum over the scored voxels, divided by their number, is the
     fraction of the volume that is not mapped diffeomorphically. Unlike :func:`folding_percent`
     it counts how much is folded, not how many voxels, and a fold that central differences step
     over still counts. Only voxels with all 26 neighbours inside the grid are scored, as in
@@ -167,8 +220,8 @@ def non_diffeomorphic_volume(field: np.ndarray, mask: np.ndarray | None = None) 
 
     Args:
         field: Displacement ``(3, X, Y, Z)`` in voxel units (pull convention).
-        mask: Boolean ``(X, Y, Z)``: the voxels scored and counted (LUMIR: the brain); ``None``
-            scores every voxel.
+        mask: Boolean ``(X, Y, Z)``: the voxels scored and counted (LUMIR: where the moving
+            image is above 0); ``None`` scores every voxel.
 
     Returns:
         NDV in % of the scored voxels' volume; NaN when no voxel is scored (an empty mask, or
@@ -219,18 +272,29 @@ def image_diagonal(shape: Sequence[int], spacing: Sequence[float] = (1.0, 1.0, 1
     return float(np.sqrt(np.sum(extent**2)))
 
 
+HD95_PERCENT = 95.0
+NEIGHBOURHOOD_KERNEL = np.array([[[128, 64], [32, 16]], [[8, 4], [2, 1]]], dtype=np.uint8)
+"""Bit of each corner of a 2x2x2 neighbourhood in its code (DeepMind's ``surface_distance``
+``ENCODE_NEIGHBOURHOOD_3D_KERNEL``, which Learn2Reg's HD95 uses)."""
+
+
 def hd95(pred: np.ndarray, target: np.ndarray,
          spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> float:
-    """Symmetric 95th-percentile Hausdorff distance in mm between two boolean masks ``(X, Y, Z)``.
+    """Symmetric 95th-percentile Hausdorff distance in mm between two boolean masks, as
+    Learn2Reg computes it (DeepMind's ``surface_distance``: ``compute_surface_distances`` then
+    ``compute_robust_hausdorff(..., 95)``).
 
-    Surfaces are the mask voxels with a 6-neighbour outside the mask (or on the volume's edge).
-    For each surface voxel of one mask the distance to the nearest surface voxel of the other is
-    taken (Euclidean, ``spacing`` mm per voxel along each axis); the result is the larger of the
-    two directed 95th percentiles, as in MONAI and Learn2Reg's surface-distance code.
+    Surface elements sit on the corners of the voxels: every 2x2x2 neighbourhood holding both
+    mask and background voxels is one, weighted by the area of the marching-cubes surface
+    through it (:func:`surfel_areas`). For each surface element of one mask the Euclidean
+    distance (``spacing`` mm per voxel along each axis) to the nearest element of the other is
+    taken; the distances, sorted, are read at the first element where the cumulated area
+    reaches 95 %; the result is the larger of the two directions. Learn2Reg passes a spacing of
+    1 (its grids are 1 mm); the suite passes the grid's.
 
-    Nearest surface voxels are found with a k-d tree over the surface voxels' mm coordinates:
-    exactly what a distance transform with ``sampling=spacing`` gives, about 3x faster on
-    160 x 192 x 160 brains, whose large regions make the transform's bounding box big.
+    Nearest elements are found with a k-d tree over their mm coordinates: the distances a
+    distance transform with ``sampling=spacing`` gives (``surface_distance`` uses one), faster
+    on brains whose large regions make the transform's bounding box big.
 
     Args:
         pred: Boolean mask ``(X, Y, Z)``, e.g. a region of the warped moving labels.
@@ -238,39 +302,106 @@ def hd95(pred: np.ndarray, target: np.ndarray,
         spacing: Voxel size in mm along each array axis.
 
     Returns:
-        The distance in mm. When exactly one mask is empty (a method lost the region, or made
-        one that is not there) there is no surface to measure against: the result is the worst
-        case, :func:`image_diagonal` of the grid. ``NaN`` when both are empty (nothing to score).
+        The distance in mm. When exactly one mask is empty there is no surface to measure
+        against: ``surface_distance`` gives infinity, the suite the worst finite case,
+        :func:`image_diagonal` of the grid, so that means over regions stay finite. ``NaN`` when
+        both are empty.
 
     Raises:
-        ValueError: If the masks differ in shape.
+        ValueError: If the masks differ in shape or are not 3-D.
     """
     _check_same_shape(pred, target)
     pred, target = np.asarray(pred, dtype=bool), np.asarray(target, dtype=bool)
+    if pred.ndim != 3:
+        raise ValueError(f"masks must be 3-D, got shape {pred.shape}")
     pred_empty, target_empty = not pred.any(), not target.any()
     if pred_empty and target_empty:
         return float("nan")
     if pred_empty or target_empty:
         return image_diagonal(pred.shape, spacing)
-    # Both masks lie inside their joint bounding box, so cropping to it changes no surface voxel.
     box = ndimage.find_objects((pred | target).astype(np.int8))[0]
+    areas = surfel_areas(tuple(float(s) for s in spacing))
     scale = np.asarray(spacing, dtype=np.float64)
-    pred_points = np.argwhere(_surface(pred[box])) * scale
-    target_points = np.argwhere(_surface(target[box])) * scale
-    to_target = cKDTree(target_points).query(pred_points)[0]
-    to_pred = cKDTree(pred_points).query(target_points)[0]
-    return float(max(np.percentile(to_target, 95), np.percentile(to_pred, 95)))
+    (pred_points, pred_areas), (target_points, target_areas) = (
+        _surface_elements(mask[box], areas) for mask in (pred, target))
+    to_target = cKDTree(target_points * scale).query(pred_points * scale)[0]
+    to_pred = cKDTree(pred_points * scale).query(target_points * scale)[0]
+    return max(_area_percentile(to_target, pred_areas, HD95_PERCENT),
+               _area_percentile(to_pred, target_areas, HD95_PERCENT))
 
 
-def region_hd95(pred: np.ndarray, target: np.ndarray, regions: Mapping[str, Sequence[int]],
+@lru_cache(maxsize=8)
+def surfel_areas(spacing: tuple[float, float, float]) -> np.ndarray:
+    """Area in mm^2 of the surface through a 2x2x2 neighbourhood, by its code (256,).
+
+    The code sums :data:`NEIGHBOURHOOD_KERNEL`'s bits of the corners inside the mask. The
+    surface is the classic marching-cubes triangulation (Lorensen and Cline 1987; scikit-image's
+    ``method="lorensen"``) of the side with at most 4 corners, since the surface of a code and
+    of its complement is one; each triangle's area vector is scaled by the voxel's face areas
+    before its length is taken. This reproduces DeepMind's table
+    (``create_table_neighbour_code_to_surface_area``) for every code (tests/test_metrics.py).
+    """
+    face_areas = np.array([spacing[1] * spacing[2], spacing[0] * spacing[2],
+                           spacing[0] * spacing[1]])
+    corners = np.array([(i, j, k) for i in range(2) for j in range(2) for k in range(2)])
+    bits = NEIGHBOURHOOD_KERNEL[tuple(corners.T)]
+    table = np.zeros(256)
+    for code in range(1, 255):
+        inside = (code & bits) > 0
+        if inside.sum() > 4:
+            inside = ~inside
+        cube = np.zeros((2, 2, 2))
+        cube[tuple(corners[inside].T)] = 1.0
+        vertices, faces, _, _ = marching_cubes(cube, 0.5, method="lorensen",
+                                               allow_degenerate=True)
+        triangles = vertices[faces]
+        normals = 0.5 * np.cross(triangles[:, 1] - triangles[:, 0],
+                                 triangles[:, 2] - triangles[:, 0])
+        table[code] = np.linalg.norm(normals * face_areas, axis=1).sum()
+    return table
+
+
+def _surface_elements(mask: np.ndarray, areas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel coordinates of the surface elements of a mask cropped to its bounding box, and
+    their areas; as ``surface_distance`` finds them (a neighbourhood code per voxel corner)."""
+    padded = np.zeros(np.add(mask.shape, 1), dtype=np.uint8)
+    padded[:-1, :-1, :-1] = mask
+    codes = ndimage.correlate(padded, NEIGHBOURHOOD_KERNEL, mode="constant", cval=0)
+    border = (codes != 0) & (codes != 255)
+    return np.argwhere(border).astype(np.float64), areas[codes[border]]
+
+
+def _area_percentile(distances: np.ndarray, areas: np.ndarray, percent: float) -> float:
+    """``compute_robust_hausdorff``'s percentile: sorted by (distance, area), the distance of
+    the first element whose cumulated share of the area reaches ``percent``."""
+    order = np.lexsort((areas, distances))
+    distances, areas = distances[order], areas[order]
+    cumulated = np.cumsum(areas) / np.sum(areas)
+    index = int(np.searchsorted(cumulated, percent / 100.0))
+    return float(distances[min(index, len(distances) - 1)])
+
+
+def region_hd95(pred: np.ndarray, target: np.ndarray, moving: np.ndarray,
+                regions: Mapping[str, Sequence[int]],
                 spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> dict[str, float]:
-    """:func:`hd95` in mm of each region after relabelling both maps into regions.
+    """:func:`hd95` in mm of each region after relabelling the maps into regions.
 
-    A region found in one map only gets the image diagonal (the worst case); a region absent
-    from both gets ``NaN``, which means over regions skip.
+    As in Learn2Reg (``compute_hd95``), a region absent from the fixed map ``target`` or from
+    the moving map ``moving`` (before warping) is ``NaN``, which means over regions skip; a
+    region the warping lost (in both, not in ``pred``) gets the image diagonal, the worst case.
+
+    Args:
+        pred: The warped moving labels ``(X, Y, Z)``.
+        target: The fixed labels.
+        moving: The moving labels before warping.
+        regions: Region name -> its label IDs.
+        spacing: Voxel size in mm along each array axis.
     """
     pred_regions, target_regions = relabel(pred, regions), relabel(target, regions)
+    present = (set(np.unique(target_regions).tolist())
+               & set(np.unique(relabel(moving, regions)).tolist()))
     return {name: hd95(pred_regions == index, target_regions == index, spacing)
+            if index in present else float("nan")
             for index, name in enumerate(regions, start=1)}
 
 
@@ -278,13 +409,29 @@ DICE30_QUANTILE = 0.3
 """Learn2Reg's robustness score DSC30 is this quantile of the per-case Dice."""
 
 
+def learn2reg_case_dice(pred: np.ndarray, target: np.ndarray, moving: np.ndarray,
+                        labels: Iterable[int]) -> float:
+    """Learn2Reg's Dice of one case: the mean Dice over ``labels`` of the warped moving labels
+    ``pred`` against the fixed labels ``target``, leaving out each label absent from ``target``
+    or from the moving labels before warping, ``moving`` (MDL-UzL/L2R ``evaluation/utils.py``,
+    ``compute_dice``). NaN when every label is left out.
+    """
+    _check_same_shape(moving, target)
+    labels = [int(label) for label in labels]
+    present = set(_counts(target)) & set(_counts(moving))
+    per_label = dice_per_label(pred, target, [label for label in labels if label in present])
+    return nanmean(per_label.values())
+
+
 def dice30(values: Iterable[float]) -> float:
-    """Learn2Reg's DSC30 of per-pair mean Dice: their 30th percentile, the robustness score.
+    """Learn2Reg's DSC30, its robustness score: the 30th percentile over the cases of
+    :func:`learn2reg_case_dice`.
 
     As in Learn2Reg's evaluation code (MDL-UzL/L2R ``evaluation/evaluation.py`` and LUMIR's
-    ``L2R_LUMIR_Eval/evaluation.py``: the aggregate ``"30"`` is ``quantile(.3)`` of the cases),
-    with NumPy's default linear interpolation between order statistics. NaN values are left
-    out; NaN when none is left.
+    ``L2R_LUMIR_Eval/evaluation.py``: the aggregate ``"30"`` is ``np.quantile(.3)`` of the
+    cases), with NumPy's default linear interpolation between order statistics. NaN values
+    (a case without a label to score) are left out, where Learn2Reg's result would be NaN; NaN
+    when none is left.
     """
     array = np.asarray(list(values), dtype=np.float64)
     array = array[np.isfinite(array)]
@@ -297,10 +444,6 @@ def nanmean(values: Iterable[float]) -> float:
     if np.isnan(array).all():  # also true when empty
         return float("nan")
     return float(np.nanmean(array))
-
-
-def _surface(mask: np.ndarray) -> np.ndarray:
-    return mask & ~ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(3, 1))
 
 
 def _counts(labels: np.ndarray) -> dict[int, int]:

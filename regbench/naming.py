@@ -1,8 +1,9 @@
-"""The suite's vocabulary: names of methods, datasets, conventions, table kinds, runs and pairs,
-and the demo's subjects and split. Pure Python, no third-party import.
+"""The suite's vocabulary: names of methods, conventions, table kinds, runs and pairs, and the
+demo's subjects and split (datasets are named by their specs: :mod:`regbench.data.registry`).
+Pure Python, no third-party import.
 
 The workflow and the reports share these, so each name is written once. The Snakemake workflow
-builds its DAG from them (and from :mod:`regbench.data.protocol`), so a dry run needs neither
+builds its DAG from them (and from the dataset registry), so a dry run needs neither
 the prepared data nor the scientific stack: only Snakemake, PyYAML and jsonschema. Keep this
 module free of imports beyond the standard library.
 
@@ -33,10 +34,6 @@ CANONICAL_LABELS: dict[str, str] = {
     "dualprnet": "Dual-PRNet",
 }
 """Labels of the canonical methods, used when the method registry cannot be imported."""
-
-DATASET_NAMES: dict[str, str] = {"lpba40": "LPBA40", "mindboggle101": "Mindboggle101",
-                                 "demo": "Demo"}
-"""How tables and figures name the datasets (others: as given)."""
 
 CONVENTIONS: tuple[str, ...] = ("faim", "merged")
 """The region Dice conventions (:mod:`regbench.metrics`), in table order."""

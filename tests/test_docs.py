@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from markdown_tables import flat, section, table
 
-from regbench import io, runs
+from regbench import io, metric_table, runs
 from regbench.data.dataset import make_manifest
-from regbench.evaluate import RECORD_KEYS, RUNTIME_KEYS
-from regbench.reports.aggregate import BASE_COLUMNS, PAIR_KEY, REGION_GROUPS
+from regbench.evaluate import RUNTIME_KEYS, record_keys
+from regbench.reports.aggregate import PAIR_KEY, base_columns, region_groups
 from regbench.reports.stats import PAIRWISE_COLUMNS, STATS_COLUMNS, Verdict
 from regbench.reports.style import CANONICAL_LABELS, CANONICAL_METHODS, run_label, run_name
 
@@ -54,7 +54,11 @@ def test_runtime_and_metrics_keys(contracts_md):
     runtime = keys(table(contracts_md, "#### `runtime.json`"), "Key")
     assert set(runtime) == {*RUNTIME_KEYS, "label", "moving", "fixed", "checkpoint"}
     assert {"method", "options", "slice_step", "checkpoint"} == set(runs.SETUP_KEYS)
-    assert keys(table(contracts_md, "#### `metrics.json`"), "Key") == list(RECORD_KEYS)
+    rows = table(contracts_md, "#### `metrics.json`")
+    assert keys(rows, "Key") == list(record_keys())
+    described = {row["Key"].strip("`"): row["Value"] for row in rows}
+    for spec in metric_table.METRICS:
+        assert described[spec.key] == spec.description, spec.key
 
 
 def test_run_json_lists_the_registration_setup(contracts_md):
@@ -65,10 +69,16 @@ def test_run_json_lists_the_registration_setup(contracts_md):
 
 
 def test_per_pair_columns(contracts_md):
-    assert keys(table(contracts_md, "## `per_pair.csv`"), "Column") == list(BASE_COLUMNS)
+    rows = table(contracts_md, "## `per_pair.csv`")
+    assert keys(rows, "Column") == list(base_columns())
+    values = {row["Column"].strip("`"): row["Value"] for row in rows}
+    for spec in metric_table.of_level("pair"):
+        assert values[spec.key].startswith(spec.unit), spec.key
+        assert ("empty in files scored before" in values[spec.key]) == spec.optional, spec.key
     text = flat(section(contracts_md, "## `per_pair.csv`"))
-    groups = ", ".join(f"`{g}/<Region>`" for g in REGION_GROUPS[:-1])
-    assert f"{groups} and `{REGION_GROUPS[-1]}/<Region>`" in text
+    groups = region_groups()
+    listed = ", ".join(f"`{g}/<Region>`" for g in groups[:-1])
+    assert f"{listed} and `{groups[-1]}/<Region>`" in text
     pair = ", ".join(f"`{k}`" for k in PAIR_KEY[:-1])
     assert f"A pair is identified by {pair} and `{PAIR_KEY[-1]}`" in text
 
@@ -153,27 +163,3 @@ def test_no_tracked_file_refers_outside_the_repository():
             problems += [f"{name}:{number}: {item}" for item in dict.fromkeys(found)]
     assert not problems, "references outside the repository:\n" + "\n".join(problems)
 
-
-# --- the README's numbers against the committed reference outputs ----------------------------
-
-
-def test_readme_baselines_table_is_the_committed_table():
-    """Each number of the README's table with every baseline, as the committed Table 1 of
-    config/baselines.yaml's run rounds it, in its order."""
-    import pandas as pd
-
-    readme = (ROOT / "README.md").read_text()
-    # the section has a shell block whose comments read as headings: start at the table's text
-    rows = table("\n## run\n" + readme[readme.index("`config/baselines.yaml` adds elastix"):],
-                 "## run")
-    ours = pd.read_csv(ROOT / "results" / "baselines" / "tables" / "table1_faim.csv")
-    ours = ours[ours["source"] == "ours"]
-    assert [row["Method"] for row in rows] == list(ours["label"])
-    columns = {"Dice30": ("dice30", 3), "HD95 (mm)": ("hd95_mm_mean", 2),
-               "SD log J": ("log_jacobian_std_mean", 3), "Folding (%)": ("folding_percent_mean", 3),
-               "NDV (%)": ("ndv_percent_mean", 4), "Time per pair (s)": ("time_s_mean", 2)}
-    for row, (_, numbers) in zip(rows, ours.iterrows(), strict=True):
-        cells = {key: value.strip("*") for key, value in row.items()}
-        assert cells["Dice"] == f"{numbers['average_mean']:.3f} ± {numbers['average_std']:.3f}"
-        for column, (key, digits) in columns.items():
-            assert cells[column] == f"{numbers[key]:.{digits}f}", (row["Method"], column)

@@ -6,16 +6,26 @@ import json
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from regbench import evaluate as evaluate_module
+from regbench import metric_table
 from regbench.cli import main
 from regbench.data.dataset import Dataset, make_manifest, write_manifest, write_subject
 from regbench.degrade import thin_slices
-from regbench.evaluate import RECORD_KEYS, evaluate_dataset_pair, evaluate_pair, evaluate_paths
+from regbench.evaluate import evaluate_dataset_pair, evaluate_pair, evaluate_paths, record_keys
 from regbench.io import InputError, write_field
-from regbench.metrics import dice_per_label, hd95, nanmean
+from regbench.metrics import (
+    dice_per_label,
+    hd95,
+    learn2reg_case_dice,
+    nanmean,
+    non_diffeomorphic_volume,
+)
+from regbench.reports.aggregate import aggregate, base_columns, find_metrics, read_per_pair
+from regbench.reports.tables import make_tables
 
 torch.set_num_threads(1)
 
@@ -100,8 +110,8 @@ def test_without_volumes_only_the_metrics_are_written(dataset, tmp_path):
 def test_metrics_json_follows_the_contract(dataset, tmp_path):
     record = evaluate_dataset_pair(dataset, "s1", "s3", zero_field(), tmp_path, runtime=RUNTIME)
     written = strict_json(tmp_path / "metrics.json")
-    assert list(written)[:len(RECORD_KEYS)] == list(RECORD_KEYS)
-    assert list(written)[len(RECORD_KEYS):] == ["seed"]  # extra runtime keys are kept, after
+    assert list(written)[:len(record_keys())] == list(record_keys())
+    assert list(written)[len(record_keys()):] == ["seed"]  # extra runtime keys are kept, after
     assert written["dataset"] == "tiny" and written["moving"] == "s1" and written["fixed"] == "s3"
     for key in ("method", "time_s", "device", "slice_step", "versions", "options", "seed"):
         assert written[key] == RUNTIME[key]
@@ -153,6 +163,54 @@ def test_evaluate_pair_core(dataset):
     with pytest.raises(ValueError, match="field shape"):
         evaluate_pair(moving_image=image, moving_labels=labels, fixed_labels=labels,
                       field=field[:, :-1], regions=REGIONS, labels=[1], spacing=SPACING)
+
+
+def test_anchored_metrics_are_scored_as_their_benchmarks_define_them(dataset):
+    """NDV over the voxels where the moving image is above 0 (LUMIR), and Learn2Reg's case Dice
+    (labels present in both subjects), not the suite's own means."""
+    image, labels = dataset.image("s1"), dataset.label_map("s1")
+    image[:, :12] = 0.0  # half of the grid is background
+    fixed = dataset.label_map("s2")
+    field = np.zeros((3, *SHAPE), dtype=np.float32)
+    field[0, :, :12] = 0.9 * (-1.0) ** np.arange(SHAPE[0])[:, None, None]  # folds the background
+    _, warped_labels, scores = evaluate_pair(
+        moving_image=image, moving_labels=labels, fixed_labels=fixed, field=field,
+        regions=REGIONS, labels=[1, 2, 3, 4], spacing=SPACING)
+    assert scores["ndv_percent"] == pytest.approx(non_diffeomorphic_volume(field, image > 0))
+    assert scores["ndv_percent"] < non_diffeomorphic_volume(field) / 2
+    assert scores["mean_dice_l2r"] == pytest.approx(
+        learn2reg_case_dice(warped_labels, fixed, labels, [1, 2, 3, 4]))
+
+
+def test_a_metric_is_one_function_and_one_row(dataset, tmp_path, monkeypatch):
+    """A toy metric added to the metric table reaches metrics.json, per_pair.csv and the main
+    table (its column, header, digits and caption) with no other change."""
+
+    def moved_percent(pair: metric_table.PairScoring, _) -> float:
+        return 100.0 * float(np.mean(np.linalg.norm(pair.field, axis=0) > 0.5))
+
+    toy = metric_table.MetricSpec(
+        "moved_percent", moved_percent, "pair", "% of voxels moved by more than half a voxel",
+        column="moved", header="Moved (%)", unit="%", digits=1,
+        caption="% of voxels moved by more than half a voxel.")
+    monkeypatch.setattr(metric_table, "METRICS", (*metric_table.METRICS, toy))
+    field = zero_field()
+    field[0, :SHAPE[0] // 2] = 1.0
+    for moving, fixed in (("s1", "s2"), ("s2", "s3"), ("s3", "s1")):
+        record = evaluate_dataset_pair(dataset, moving, fixed, field,
+                                       tmp_path / "run" / moving / fixed, runtime=RUNTIME,
+                                       keep_volumes=False)
+        assert record["moved_percent"] == 50.0
+    aggregate(find_metrics(tmp_path / "run"), tmp_path / "per_pair.csv", experiment="main")
+    per_pair = read_per_pair([tmp_path / "per_pair.csv"])
+    assert per_pair.columns[len(base_columns()) - 1] == "moved_percent"
+    assert per_pair["moved_percent"].tolist() == [50.0] * 3
+    make_tables(per_pair, "main", tmp_path / "tables", conventions=("faim",))
+    numbers = pd.read_csv(tmp_path / "tables" / "table1_faim.csv")
+    assert numbers["moved_mean"].tolist() == [50.0]
+    markdown = (tmp_path / "tables" / "table1_faim.md").read_text()
+    assert "| Moved (%)" in markdown and "50.0 ± 0.0" in markdown
+    assert "Moved (%): % of voxels moved by more than half a voxel." in markdown
 
 
 def test_slice_step_thins_the_warped_image_but_not_the_labels(dataset, tmp_path):

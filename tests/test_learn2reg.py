@@ -12,7 +12,8 @@ from scipy import ndimage
 
 from regbench.cli import main as cli
 from regbench.evaluate import evaluate_pairs
-from regbench.io import write_field, write_json
+from regbench.io import InputError, write_field, write_json
+from regbench.learn2reg import read_learn2reg_field
 from regbench.naming import ordered_pairs
 
 
@@ -105,3 +106,20 @@ def test_export_of_a_missing_field_is_an_error(demo_dataset, tmp_path: Path) -> 
     assert cli(["learn2reg-export", str(tmp_path / "run"), "--data", str(demo_dataset.root),
                 "--out", str(tmp_path / "partial"), "--test-pairs"]) == 2
     assert not (tmp_path / "partial").exists()  # refused before anything was written
+
+
+def test_what_a_learn2reg_file_may_hold(tmp_path: Path) -> None:
+    """As its docstring says: NIfTI (X, Y, Z, 3) or the suite's (X, Y, Z, 1, 3); .npz either
+    layout; a NIfTI with the components first is refused, naming the file."""
+    shape = (6, 5, 4)
+    field = smooth_field(shape, 1)
+    nib.save(nib.Nifti1Image(np.moveaxis(field, 0, -1), np.eye(4)), tmp_path / "last.nii.gz")
+    write_field(tmp_path / "suite.nii.gz", field, np.eye(4))
+    np.savez(tmp_path / "first.npz", arr_0=field)
+    np.savez(tmp_path / "last.npz", arr_0=np.moveaxis(field, 0, -1))
+    for name in ("last.nii.gz", "suite.nii.gz", "first.npz", "last.npz"):
+        assert np.array_equal(read_learn2reg_field(tmp_path / name, shape), field), name
+    nib.save(nib.Nifti1Image(field, np.eye(4)), tmp_path / "first.nii.gz")
+    with pytest.raises(InputError, match=r"first\.nii\.gz: expected a displacement field of "
+                                         r"shape \(X, Y, Z, 1, 3\) or \(X, Y, Z, 3\)"):
+        read_learn2reg_field(tmp_path / "first.nii.gz", shape)

@@ -199,3 +199,54 @@ def test_the_cli_reads_the_flat_folder_with_its_own_splits(raw, atlas, tmp_path,
     assert manifest["layout"] == "nifti" and manifest["split_source"] == "given"
     assert manifest["splits"] == {"train": ["S07"], "val": [], "test": ["S02", "S05"]}
     assert Dataset.load(out).shape == (80, 96, 80)
+
+
+def test_cli_registration_settings_are_ants_keywords(raw, tmp_path):
+    assert main(["prepare", "lpba40", "--raw", str(raw), "--out", str(tmp_path / "out"),
+                 "--registration", "aff_iteration=[5]"]) == 2
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_cpu_configuration_end_to_end_on_a_synthetic_copy(atlas, tmp_path):
+    """config/lpba40_cpu.yaml with its ablation and slice-spacing overlays, on 6 synthetic
+    subjects in the flat NIfTI layout at quarter size (2 test subjects: 2 ordered pairs)."""
+    import csv
+
+    import yaml
+    from test_workflow import markdown_rows, overlay, snakemake
+
+    root = Path(__file__).resolve().parents[1]
+    configs = [root / "config" / f"lpba40_cpu{part}.yaml" for part in ("", "_ablation", "_slices")]
+    splits = {"train": ["S01", "S02"], "val": ["S03", "S04"], "test": ["S05", "S06"]}
+    work = tmp_path / "work"
+    raw = work / "raw" / "LPBA40_nifti"
+    for index, subject in enumerate(s for split in splits.values() for s in split):
+        write_subject(raw, subject, *distributed_subject(atlas, (index - 2.5, 2.0 - index, 1.0)))
+    tiny = overlay(tmp_path, "tiny.yaml", {
+        "datasets": {"lpba40": {"raw": str(raw), "scale": 0.25, "splits": splits,
+                                "prepare": {"registration": {k: list(v)
+                                                             for k, v in FAST.items()}}}},
+        "methods": {"syn": {"options": {"reg_iterations": [4, 0, 0]}}},
+        "train": {"steps": 2, "warmup_steps": 1, "checkpoint_every": 1, "validate_every": 1},
+    })
+    snakemake("--cores", "2", "--configfile", *map(str, configs), tiny, cwd=work, timeout=1500)
+
+    data = Dataset.load(work / "data" / "lpba40")
+    assert data.manifest["layout"] == "nifti" and data.shape == (40, 48, 40)
+    assert data.manifest["registration"]["settings"]["aff_iterations"] == [20]
+    assert (data.train, data.val, data.test) == tuple(splits.values())
+    results = work / "results" / "lpba40"
+    rows = list(csv.DictReader((results / "main" / "per_pair.csv").open()))
+    config = yaml.safe_load(configs[0].read_text())
+    assert sorted(r["method"] for r in rows) == sorted(
+        m for m in config["experiments"]["main"]["methods"] for _ in range(2))
+    ours = [row for row in markdown_rows(results / "tables" / "table1_faim.md")
+            if row["Source"] == "ours"]
+    assert [row["Method"] for row in ours] == ["Identity", "Affine", "SyN", "VoxelMorph",
+                                               "Dual-PRNet"]
+    assert set(protocol.LPBA40_REGIONS) <= set(ours[0])  # the 7 regions' columns
+    for table in ("ablation", "slice_spacing"):
+        assert (results / "tables" / f"{table}.md").stat().st_size > 0
+    for stem in ("fig4_faim", "dice_regularity_faim", "learning_curves"):
+        assert (work / "figures" / "lpba40" / f"{stem}.png").stat().st_size > 0

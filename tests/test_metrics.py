@@ -1,4 +1,5 @@
-"""Metrics on hand-made volumes whose answers are known in closed form (regbench.metrics)."""
+"""Metrics on hand-made volumes whose answers are known in closed form, and against the values
+the benchmarks' own evaluation code gives (regbench.metrics)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.spatial.distance import cdist
 
 from regbench.metrics import (
-    LOG_JACOBIAN_EPS,
+    LOG_JACOBIAN_SHIFT,
     dice30,
     dice_per_label,
     folding_percent,
     hd95,
     image_diagonal,
     jacobian_determinant,
+    learn2reg_case_dice,
+    learn2reg_jacobian_determinant,
     log_jacobian_std,
     nanmean,
     non_diffeomorphic_volume,
@@ -24,6 +26,7 @@ from regbench.metrics import (
     region_dice_merged,
     region_hd95,
     relabel,
+    surfel_areas,
 )
 
 SHAPE = (16, 14, 12)
@@ -134,6 +137,10 @@ def test_linear_field_has_the_determinant_of_i_plus_a_everywhere():
     det = jacobian_determinant(field)
     assert det.shape == SHAPE
     assert np.allclose(det, np.linalg.det(np.eye(3) + matrix), rtol=0, atol=1e-10)
+    # Learn2Reg's: the same inside, the 2 voxels at each face dropped.
+    inner = learn2reg_jacobian_determinant(field)
+    assert inner.shape == tuple(n - 4 for n in SHAPE)
+    assert np.allclose(inner, np.linalg.det(np.eye(3) + matrix), rtol=0, atol=1e-10)
     # Constant determinant: no spread of the log, whatever its value.
     assert log_jacobian_std(field) == pytest.approx(0.0, abs=1e-10)
 
@@ -148,28 +155,83 @@ def test_folding_field_folds_a_known_fraction_of_voxels():
     det = jacobian_determinant(field)
     assert np.array_equal(det[:, 0, 0], [1, 1, 1, 1, 1, 0, -1, -1, -1, -1])
     assert folding_percent(field) == pytest.approx(100 * 5 / n)
-    # Folded voxels are clipped to 1e-9: half the log determinants are 0, half log(1e-9).
-    assert log_jacobian_std(field) == pytest.approx(-math.log(LOG_JACOBIAN_EPS) / 2)
+    # Learn2Reg's central differences on x_0 = 2..7 (2 voxels dropped at each face): slopes
+    # 1, 1, 1, 0, -1, -1, each determinant shifted by 3 before the log.
+    shifted = np.array([1, 1, 1, 0, -1, -1]) + LOG_JACOBIAN_SHIFT
+    assert np.array_equal(learn2reg_jacobian_determinant(field)[:, 0, 0], shifted - 3)
+    assert log_jacobian_std(field) == pytest.approx(np.std(np.log(shifted)), abs=1e-12)
 
 
-LUMIR_REFERENCE = Path(__file__).parent / "data" / "ndv_lumir_reference.npz"
-"""Three random fields (3, 14, 12, 10) with a brain-like ellipsoid mask, and their NDV (%) as
-LUMIR's published evaluation code computes it: JHU-MedImage-Reg/LUMIR_L2R at commit 9b88e630,
-``L2R_LUMIR_Eval/digital_diffeomorphism.py`` (``calc_jac_dets`` of displacement + identity grid,
-``calc_measurements``), divided by the mask's voxel count x 100 as its ``evaluation.py`` does;
-``ndv_percent`` without a mask (all ones), ``ndv_percent_masked`` with it. Run outside the
-project with scipy 1.15.3."""
+ANCHORS = Path(__file__).parent / "data" / "anchor_metrics.npz"
+"""Seven made-up cases (16 x 15 x 14 label maps with labels 1-6, one label removed from a
+subject and label 6 in none, images, fields that fold in two cases) and the values that the
+benchmarks' own evaluation code gives on them: Learn2Reg's ``evaluate_L2R`` (MDL-UzL/L2R
+8847509) for the case Dice, DSC30, HD95 and SD log J, DeepMind's ``surface_distance`` that it
+ships for HD95 at an anisotropic spacing and its surface areas, LUMIR's ``evaluate_L2R``
+(LUMIR_L2R 9b88e63) for NDV. Made by ``benchmarks/anchor_metrics.py``."""
 
 
-def test_ndv_matches_lumirs_evaluation_code():
-    reference = np.load(LUMIR_REFERENCE)
-    fields, mask = reference["fields"], reference["mask"]
-    assert len(fields) >= 3 and (reference["ndv_percent"] > 0).all()
-    ours = [non_diffeomorphic_volume(f) for f in fields]
-    masked = [non_diffeomorphic_volume(f, mask) for f in fields]
-    # Largest difference found: 1.8e-15 (percentage points).
-    np.testing.assert_allclose(ours, reference["ndv_percent"], rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(masked, reference["ndv_percent_masked"], rtol=1e-12, atol=1e-12)
+@pytest.fixture(scope="module")
+def anchors():
+    with np.load(ANCHORS) as found:
+        return dict(found)
+
+
+def anchor_cases(anchors):
+    """(case, warped labels, fixed labels, moving labels, moving image) per case."""
+    labels = anchors["labels"]
+    for case, (moving, fixed) in enumerate(anchors["pairs"]):
+        yield (case, anchors["warped_labels"][case], labels[fixed], labels[moving],
+               anchors["images"][moving])
+
+
+def test_case_dice_and_dice30_match_learn2regs_evaluation(anchors):
+    ours = [learn2reg_case_dice(warped, fixed, moving, anchors["labels_scored"])
+            for _, warped, fixed, moving, _ in anchor_cases(anchors)]
+    assert np.isnan(anchors["l2r_label_dice"]).any()  # the skipping is exercised
+    np.testing.assert_allclose(ours, anchors["l2r_case_dice"], rtol=1e-12, atol=1e-12)
+    assert dice30(ours) == pytest.approx(float(anchors["l2r_dice30"]), rel=1e-12, abs=1e-12)
+    # Not the 30th percentile of the suite's per-pair means (one-sided labels count as 0).
+    plain = [nanmean(dice_per_label(warped, fixed, anchors["labels_scored"]).values())
+             for _, warped, fixed, _, _ in anchor_cases(anchors)]
+    assert not np.allclose(plain, ours)
+
+
+def test_hd95_matches_learn2regs_evaluation_and_surface_distance(anchors):
+    scored = [int(label) for label in anchors["labels_scored"]]
+    per_label = {str(label): [label] for label in scored}
+    for case, warped, fixed, moving, _ in anchor_cases(anchors):
+        unit = region_hd95(warped, fixed, moving, per_label, (1.0, 1.0, 1.0))
+        np.testing.assert_allclose(list(unit.values()), anchors["l2r_label_hd95"][case],
+                                   rtol=1e-12, atol=1e-12)
+        for column, label in enumerate(scored):
+            expected = anchors["sd_label_hd95_spacing"][case, column]
+            if np.isfinite(expected):
+                assert hd95(warped == label, fixed == label, tuple(anchors["spacing"])) == (
+                    pytest.approx(expected, rel=1e-12, abs=1e-12))
+
+
+def test_surfel_areas_are_surface_distances_table():
+    with np.load(ANCHORS) as found:
+        np.testing.assert_allclose(surfel_areas((1.0, 1.0, 1.0)), found["sd_areas_1mm"],
+                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(surfel_areas(tuple(found["spacing"])),
+                                   found["sd_areas_spacing"], rtol=1e-12, atol=1e-12)
+
+
+def test_sd_log_j_matches_learn2regs_evaluation(anchors):
+    ours = [log_jacobian_std(field) for field in anchors["fields"]]
+    np.testing.assert_allclose(ours, anchors["l2r_sdlogj"], rtol=1e-12, atol=1e-12)
+
+
+def test_ndv_matches_lumirs_evaluation(anchors):
+    """LUMIR divides by the voxels where the moving image is above 0, not by the grid."""
+    ours = [non_diffeomorphic_volume(anchors["fields"][case], image > 0)
+            for case, _, _, _, image in anchor_cases(anchors)]
+    assert (anchors["lumir_ndv"] > 0).sum() >= 2
+    np.testing.assert_allclose(ours, anchors["lumir_ndv"], rtol=1e-12, atol=1e-12)
+    whole_grid = [non_diffeomorphic_volume(field) for field in anchors["fields"]]
+    assert not np.allclose(whole_grid, anchors["lumir_ndv"])
 
 
 def test_ndv_of_smooth_and_reflected_maps():
@@ -228,16 +290,12 @@ def test_hd95_of_shifted_plates_with_anisotropic_spacing(axis):
 
 
 def test_hd95_of_concentric_cubes():
-    """Cubes [2, 10) and [4, 8): each inner surface voxel is exactly 2 voxels from the outer
-    surface, but outer corners are up to 2 sqrt(3) from the inner one; the 95th percentile of
-    the outer surface's distances is computed by brute force below, and must be the result."""
+    """Cubes [2, 10) and [4, 8): every surface element of the inner cube is 2 voxels from the
+    outer surface; the outer one's corners are up to 2 sqrt(3) from the inner surface, and they
+    hold more than 5 % of its area, so the 95th percentile lies beyond 2."""
     outer, inner = cube((2, 2, 2), 8), cube((4, 4, 4), 4)
     result = hd95(inner, outer)
-    outer_surface = np.argwhere(outer & ~cube((3, 3, 3), 6))
-    inner_surface = np.argwhere(inner & ~cube((5, 5, 5), 2))
-    distances = cdist(outer_surface, inner_surface).min(axis=1)
-    assert np.all(cdist(inner_surface, outer_surface).min(axis=1) == 2)
-    assert result == pytest.approx(np.percentile(distances, 95))
+    assert result == hd95(outer, inner)
     assert 2 < result <= 2 * math.sqrt(3)
 
 
@@ -279,55 +337,39 @@ def test_hd95_is_nan_when_both_masks_are_empty():
     assert math.isnan(hd95(empty, empty))
 
 
-def brute_force_hd95(pred: np.ndarray, target: np.ndarray, spacing) -> float:
-    def surface(mask):
-        padded = np.pad(mask, 1)  # outside the volume counts as background
-        core = padded[1:-1, 1:-1, 1:-1]
-        neighbours_inside = np.ones_like(mask)
-        for axis in range(3):
-            for step in (-1, 1):
-                neighbours_inside &= np.roll(padded, step, axis)[1:-1, 1:-1, 1:-1]
-        return np.argwhere(core & ~neighbours_inside) * np.asarray(spacing)
-
-    a, b = surface(pred), surface(target)
-    distances = cdist(a, b)
-    return max(np.percentile(distances.min(1), 95), np.percentile(distances.min(0), 95))
-
-
-@pytest.mark.parametrize("touch_corner", [False, True])
-def test_hd95_matches_brute_force_on_random_blobs(touch_corner):
-    rng = np.random.default_rng(1)
-    spacing = (1.2, 0.8, 2.0)
-    for _ in range(3):
-        pred = np.zeros(SHAPE, dtype=bool)
-        target = np.zeros(SHAPE, dtype=bool)
-        pred[2:12, 3:10, 1:9] = rng.random((10, 7, 8)) < 0.3
-        target[4:14, 2:8, 5:11] = rng.random((10, 6, 6)) < 0.3
-        pred[0, 0, 0] = touch_corner  # on the volume's edge, where outside counts as background
-        assert hd95(pred, target, spacing) == pytest.approx(
-            brute_force_hd95(pred, target, spacing), abs=1e-9)
-
-
 def test_region_hd95_uses_merged_regions():
     pred, target, regions = faim_vs_merged_case()
-    result = region_hd95(pred, target, {**regions, "Absent": [50]}, spacing=(1.0, 2.0, 3.0))
+    moving = target  # every region in the moving map too
+    result = region_hd95(pred, target, moving, {**regions, "Absent": [50]},
+                         spacing=(1.0, 2.0, 3.0))
     assert result["A"] == 0.0  # labels mixed inside region A, its outline is unchanged
     assert result["B"] == pytest.approx(hd95(pred == 3, target == 3, (1.0, 2.0, 3.0)))
     assert result["B"] == pytest.approx(1.0)  # shifted one voxel along axis 0 (1 mm)
     assert math.isnan(result["Absent"])
 
 
+def test_region_hd95_skips_a_region_missing_from_the_fixed_or_the_moving_map():
+    """As Learn2Reg: a region that one of the two subjects lacks is not scored, even where the
+    warped labels hold it."""
+    pred, target, regions = faim_vs_merged_case()
+    without_b = np.where(target == 3, 0, target)
+    assert math.isnan(region_hd95(pred, target, without_b, regions)["B"])
+    assert math.isnan(region_hd95(pred, without_b, target, regions)["B"])
+    assert region_hd95(pred, without_b, target, regions)["A"] == 0.0
+
+
 def test_region_hd95_of_a_vanished_region_is_the_worst_case_and_counts_in_the_mean():
-    """Region B lost from the warped labels: its HD95 is the image diagonal, and the mean over
-    regions includes it instead of skipping it; a region absent from both maps stays NaN."""
+    """Region B lost from the warped labels (while both subjects have it): its HD95 is the image
+    diagonal (Learn2Reg's code gives infinity), and the mean over regions includes it instead of
+    skipping it; a region absent from both maps stays NaN."""
     pred, target, regions = faim_vs_merged_case()
     spacing = (1.0, 2.0, 3.0)
     lost = pred.copy()
     lost[lost == 3] = 0
-    result = region_hd95(lost, target, {**regions, "Absent": [50]}, spacing)
+    result = region_hd95(lost, target, target, {**regions, "Absent": [50]}, spacing)
     assert result["B"] == pytest.approx(image_diagonal(SHAPE, spacing))
     assert result["A"] == 0.0 and math.isnan(result["Absent"])
     assert nanmean(result.values()) == pytest.approx(image_diagonal(SHAPE, spacing) / 2)
     # The method that loses B scores worse than the one that only shifts it.
-    kept = region_hd95(pred, target, regions, spacing)
+    kept = region_hd95(pred, target, target, regions, spacing)
     assert nanmean(result.values()) > nanmean(kept.values())

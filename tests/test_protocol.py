@@ -12,9 +12,8 @@ import pytest
 import yaml
 from markdown_tables import flat, section, table
 
-from regbench.data import demo, protocol
-from regbench.metrics import LOG_JACOBIAN_EPS, image_diagonal
-from regbench.reports.style import DATASET_NAMES
+from regbench.data import demo, protocol, registry
+from regbench.metrics import LOG_JACOBIAN_CLIP, LOG_JACOBIAN_SHIFT, image_diagonal
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL_MD = ROOT / "docs" / "protocol.md"
@@ -293,7 +292,8 @@ def test_grid_and_crop_against_protocol_md(protocol_md):
 def test_metrics_against_protocol_md(protocol_md):
     text = flat(section(protocol_md, "### Metrics"))
     low, high = re.search(r"clipped to \[([-+.e\d]+), ([-+.e\d]+)\]", text).groups()
-    assert (float(low), float(high)) == (LOG_JACOBIAN_EPS, 1e9)
+    assert (float(low), float(high)) == LOG_JACOBIAN_CLIP
+    assert f"`log(clip(det J + {LOG_JACOBIAN_SHIFT:g}, 1e-9, 1e9))`" in text
     for shape, spacing, name in (((160, 192, 160), 1, "160 x 192 x 160 grid of 1 mm"),
                                  ((80, 96, 80), 2, "demo's 80 x 96 x 80 of 2 mm")):
         assert name in text
@@ -303,7 +303,7 @@ def test_metrics_against_protocol_md(protocol_md):
 
 
 def test_paper_numbers_against_protocol_md(protocol_md):
-    datasets = {DATASET_NAMES[key]: key for key in protocol.PAPER_REFERENCE}
+    datasets = {registry.title(key): key for key in protocol.PAPER_REFERENCE}
     found: dict[str, dict[str, dict[str, float]]] = {}
     for row in table(protocol_md, "### Table 1 and Fig. 4"):
         values = {column: float(value) for column, value in row.items()
@@ -316,6 +316,6 @@ def test_paper_numbers_against_protocol_md(protocol_md):
     } for row in table(protocol_md, "### Ablation")}
     assert ablation == protocol.PAPER_ABLATION
     (dataset, values), = protocol.PAPER_SLICE_SPACING.items()
-    assert (f"Dual-PRNet on {DATASET_NAMES[dataset]} with the moving volume thinned from 192 to "
+    assert (f"Dual-PRNet on {registry.title(dataset)} with the moving volume thinned from 192 to "
             f"24 slices, mean Dice {values['Dual-PRNet']:.3f}") in flat(
         section(protocol_md, "### Large slice spacing"))

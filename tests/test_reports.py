@@ -15,9 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy
 import torch
 from matplotlib import pyplot as plt
 from matplotlib.colors import to_hex
+from packaging.requirements import Requirement
+from packaging.version import Version
 from scipy import stats as scipy_stats
 from statsmodels.stats.multitest import multipletests
 
@@ -26,7 +29,7 @@ from regbench.data import protocol
 from regbench.data.dataset import make_manifest, write_manifest, write_subject
 from regbench.io import InputError
 from regbench.reports import figures, stats, style
-from regbench.reports.aggregate import BASE_COLUMNS, aggregate, read_per_pair
+from regbench.reports.aggregate import aggregate, base_columns, read_per_pair
 from regbench.reports.tables import dice_table, main_table, make_tables, to_latex, to_markdown
 
 torch.set_num_threads(1)
@@ -63,11 +66,18 @@ def record(dataset: str, method: str, moving: str, fixed: str, faim: tuple, merg
         "dice_merged": dict(zip(regions, merged, strict=True)),
         "dice_labels": {"1": faim[0], "2": faim[1]},
         "mean_dice_faim": float(np.mean(faim)), "mean_dice_merged": float(np.mean(merged)),
+        "mean_dice_l2r": l2r_dice(faim),
         "hd95": {regions[0]: hd95 - 0.5, regions[1]: hd95 + 0.5}, "mean_hd95": hd95,
         "folding_percent": folding, "log_jacobian_std": logjac, "time_s": time_s,
         "device": DEVICES.get(method, "Test CPU (1 thread)"), "slice_step": slice_step,
         "versions": {"regbench": "test"}, "options": {}, **extra,
     }
+
+
+def l2r_dice(faim: tuple) -> float:
+    """A Learn2Reg case Dice that differs from the FAIM mean, so the tables must pick the right
+    one for Dice30."""
+    return float(np.mean(faim)) - 0.01 * faim[0]
 
 
 def hand_records(dataset: str = "demo", regions: tuple[str, str] = ("A", "B")) -> list[dict]:
@@ -107,7 +117,7 @@ def per_pair_frame(records: list[dict], tmp_path: Path, name: str = "pp") -> pd.
 def test_aggregate_writes_contract_columns_in_report_order(tmp_path: Path) -> None:
     paths = write_records(tmp_path / "pairs", hand_records())
     table = aggregate(paths, tmp_path / "per_pair.csv", experiment="main")
-    expected = [*BASE_COLUMNS, "dice_faim/A", "dice_faim/B", "dice_merged/A", "dice_merged/B",
+    expected = [*base_columns(), "dice_faim/A", "dice_faim/B", "dice_merged/A", "dice_merged/B",
                 "hd95/A", "hd95/B"]
     assert list(table.columns) == expected
     assert list(pd.read_csv(tmp_path / "per_pair.csv").columns) == expected
@@ -521,6 +531,24 @@ def test_subject_level_test_keeps_its_level_where_pairs_and_subject_means_do_not
     assert rate["pseudo-values"] < 0.08, rate
 
 
+def test_signed_rank_test_is_exact_with_ties_and_zeros() -> None:
+    """Ties and a zero among 5 differences: the exact test never goes below its floor of
+    2 / 2^4 for 4 nonzero values, where the normal approximation (SciPy's old fallback) does."""
+    tied = [0.0, 0.01, 0.01, 0.02, 0.03]
+    w, p = stats.wilcoxon_paired(tied)
+    assert w == 0.0 and p == pytest.approx(stats.smallest_p(4))
+    approximate = scipy_stats.wilcoxon(tied, method="asymptotic").pvalue
+    assert approximate < stats.smallest_p(4)
+    # The pins require a SciPy that has this exact test; the running one satisfies them.
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    pins = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    scipy_pin = next(Requirement(r) for r in pins["project"]["dependencies"]
+                     if Requirement(r).name == "scipy")
+    lowest = [Version(s.version) for s in scipy_pin.specifier if s.operator == ">="]
+    assert lowest == [Version(stats.MIN_SCIPY)]
+    assert Version(scipy.__version__) >= Version(stats.MIN_SCIPY)
+
+
 def test_tost_and_verdicts() -> None:
     inside = np.array([0.001, -0.002, 0.003, 0.0, 0.002, -0.001])
     # All six within the margin on both sides: each one-sided p is 1 / 2^6.
@@ -812,13 +840,16 @@ def test_main_table_has_dice30_and_ndv_and_reads_files_without_ndv(tmp_path: Pat
     assert headers.index("Dice30") == headers.index("Average") + 1 and "NDV (%)" in headers
     ours = table.numbers[table.numbers["source"] == "ours"].set_index("method")
     for method, values in HAND.items():
+        case_dice = [l2r_dice(pair) for pair in values["faim"]]
+        assert ours.loc[method, "dice30"] == pytest.approx(np.quantile(case_dice, 0.3))
         means = [float(np.mean(pair)) for pair in values["faim"]]
-        assert ours.loc[method, "dice30"] == pytest.approx(np.quantile(means, 0.3))
+        assert ours.loc[method, "dice30"] != pytest.approx(np.quantile(means, 0.3))
     assert ours.loc["dualprnet", "ndv_percent_mean"] == pytest.approx(0.01)  # pairs 0, 1, 2
     assert ours.loc["syn", "ndv_percent_mean"] == pytest.approx(0.04)  # pairs 3, 4, 5
     # A per_pair.csv written before NDV existed: the column reads as empty, the table shows "–".
     old = tmp_path / "old.csv"
-    per_pair_frame(hand_records(), tmp_path, "older").drop(columns="ndv_percent").to_csv(
-        old, index=False)
+    per_pair_frame(hand_records(), tmp_path, "older").drop(
+        columns=["ndv_percent", "mean_dice_l2r"]).to_csv(old, index=False)
     cells = main_table(read_per_pair([old]), "faim").cells
     assert (cells.loc[cells["Source"] == "ours", "NDV (%)"] == "–").all()
+    assert (cells.loc[cells["Source"] == "ours", "Dice30"] == "–").all()

@@ -1,5 +1,6 @@
-"""One vocabulary: the names of methods, datasets, conventions and table kinds are written in
-:mod:`regbench.naming` alone; the workflow and the reports take them from there."""
+"""One vocabulary: the names of methods, conventions and table kinds are written in
+:mod:`regbench.naming` alone, those of datasets in their specs (:mod:`regbench.data.registry`);
+the workflow and the reports take them from there."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 from pathlib import Path
 
 from regbench import naming
+from regbench.data import registry
 from regbench.methods import available_methods
 from regbench.reports import tables
 
@@ -19,8 +21,16 @@ def test_the_canonical_methods_are_registered_with_their_labels():
         assert methods[name].label == naming.CANONICAL_LABELS[name], name
 
 
-def test_the_report_tables_use_the_vocabulary():
-    assert set(tables.DATASET_TITLES) == set(naming.DATASET_NAMES)
+def test_the_reports_name_datasets_by_the_registry():
+    """The tables and figures spell no dataset name of their own: titles, captions and the paper
+    numbers shown for orientation come from the dataset specs."""
+    for path in sorted((ROOT / "regbench" / "reports").glob("*.py")):
+        code = path.read_text()
+        for dataset in registry.BUILT_IN:
+            assert not re.search(rf"[\"']{re.escape(dataset.name)}[\"']", code), (path.name,
+                                                                                 dataset.name)
+    assert tables._paper_source("demo") == ("paper (LPBA40)", "lpba40")
+    assert tables._paper_source("lpba40") == ("paper", "lpba40")
 
 
 def test_the_workflow_writes_no_name_of_its_own():

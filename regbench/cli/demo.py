@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from regbench.data.registry import DEMO
+
 log = logging.getLogger(__name__)
 
 
@@ -23,9 +25,10 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--subjects", type=int, default=16,
                         help="number of subjects, >= 4; the last quarter (>= 2) is the test split "
                              "(default: 16)")
-    parser.add_argument("--scale", type=float, default=1.0,
+    parser.add_argument("--scale", type=float, default=DEMO.default_scale,
                         help="grid scale: 1 = 160x192x160 of 1 mm, 0.5 = 80x96x80 of 2 mm, "
-                             "0.25 = 40x48x40 of 4 mm (default: 1.0)")
+                             "0.25 = 40x48x40 of 4 mm; any scale giving whole voxels, at least "
+                             f"20 a side (default: {DEMO.default_scale:g})")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--test-subjects", type=int,
                         help="size of the test split, the last subjects (default: the last "

@@ -43,7 +43,9 @@ from tqdm import tqdm
 
 from regbench.data import protocol
 from regbench.data.dataset import MANIFEST, make_manifest, write_manifest, write_subject
+from regbench.data.registry import DEMO
 from regbench.data.resolution import crop_grid
+from regbench.data.scale import WHOLE_VOXELS, check_scale
 from regbench.io import InputError, read_json
 from regbench.naming import (  # noqa: F401  (re-exported: the demo's split)
     MAX_TEST_SUBJECTS,
@@ -68,9 +70,6 @@ DEMO_REGIONS: dict[str, list[int]] = {
     name: [2 * k + 1, 2 * k + 2] for k, name in enumerate(_REGION_NAMES)
 }
 """Region -> its (left, right) labels, in the LPBA40 region order of the protocol."""
-
-MIN_SIZE = 20
-"""Fewest voxels along an axis: below 8 mm voxels the hippocampus is a handful of voxels."""
 
 SOURCE = ("nilearn's bundled MNI152 2009 template with its GM/WM maps, on the FSL MNI152 1 mm "
           "grid; SYNTHETIC subjects and labels")
@@ -109,22 +108,12 @@ _NOISE_RANGE = (0.01, 0.03)  # Rician noise sigma, relative to the template's ma
 
 
 def _check_scale(scale: float) -> float:
-    """The scale as a float, or :class:`InputError` saying why it cannot make a grid."""
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
-        raise InputError(f"demo: scale={scale!r} is not a number")
-    scale = float(scale)
-    if not math.isfinite(scale) or not 0 < scale <= 1:
-        raise InputError(f"demo: scale={scale!r} must be in (0, 1] (1 = 160x192x160 of 1 mm)")
-    sizes = [n * scale for n in protocol.CROP_SHAPE]
-    if min(sizes) < MIN_SIZE - 1e-9:
-        smallest = MIN_SIZE / min(protocol.CROP_SHAPE)
-        raise InputError(f"demo: scale={scale!r} is too small (a {min(sizes):g}-voxel axis); "
-                         f"the smallest is {smallest:g} ({MIN_SIZE} voxels a side)")
-    if any(abs(s - round(s)) > 1e-6 for s in sizes):
-        raise InputError(
-            f"demo: scale={scale!r} does not split the 160x192x160 crop into whole voxels "
-            f"({' x '.join(f'{s:g}' for s in sizes)}); use e.g. 1, 0.5, 0.25 or 0.125")
-    return scale
+    """The scale as a float, or :class:`InputError` saying why it cannot make a grid (the demo's
+    rule: :data:`regbench.data.scale.WHOLE_VOXELS`)."""
+    try:
+        return check_scale(scale, WHOLE_VOXELS)
+    except ValueError as err:
+        raise InputError(f"demo: {err}") from None
 
 
 def _check_arguments(subjects: int, scale: float, seed: int,
@@ -464,8 +453,8 @@ def make_subject(seed: int, number: int, scale: float, affine: bool = False
 # --- the dataset ----------------------------------------------------------------------------------
 
 
-def make_demo(out: str | os.PathLike, subjects: int = 16, scale: float = 1.0, seed: int = 0,
-              affine: bool = False, test_subjects: int | None = None) -> Path:
+def make_demo(out: str | os.PathLike, subjects: int = 16, scale: float = DEMO.default_scale,
+              seed: int = 0, affine: bool = False, test_subjects: int | None = None) -> Path:
     """Write the demo dataset to ``out`` (images/, labels/, dataset.json); returns ``out``.
 
     The last ``test_subjects`` subjects are the test split (default: :func:`demo_split`'s).
@@ -485,7 +474,7 @@ def make_demo(out: str | os.PathLike, subjects: int = 16, scale: float = 1.0, se
     manifest_path = root / MANIFEST
     if manifest_path.is_file():
         name = read_json(manifest_path).get("name")
-        if name != "demo":
+        if name != DEMO.name:
             raise InputError(f"{manifest_path}: holds dataset {name!r}, not the demo; "
                              "refusing to overwrite it (choose another --out)")
         manifest_path.unlink()
@@ -506,7 +495,8 @@ def make_demo(out: str | os.PathLike, subjects: int = 16, scale: float = 1.0, se
                   for subject in test}
     test_pairs = [(m, f) for m in test for f in test if m != f]
     manifest = make_manifest(
-        name="demo", source=SOURCE, subjects=ids, splits={"train": train, "val": val, "test": test},
+        name=DEMO.name, source=SOURCE, subjects=ids,
+        splits={"train": train, "val": val, "test": test},
         labels=DEMO_LABELS, regions=DEMO_REGIONS, shape=shape, affine=grid_affine,
         synthetic=True, seed=int(seed), scale=scale, subject_affines=affine,
         pair_displacement_mm={**pair_displacement_stats(transforms, test_labels, test_pairs,

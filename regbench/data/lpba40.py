@@ -73,6 +73,7 @@ from regbench.data.preparation import (
     staged_dataset,
     subset_splits,
 )
+from regbench.data.registry import LPBA40
 from regbench.data.resolution import (
     block_factor,
     crop_grid,
@@ -89,18 +90,6 @@ DELINEATION_SPACE = "delineation_space"
 IMAGE_STEM = "{subject}.delineation.skullstripped"
 LABELS_STEM = "{subject}.delineation.structure.label"
 
-HOW_TO_GET = (
-    "LPBA40 cannot be downloaded automatically: LONI asks every user to accept its data use "
-    "terms. Sign in at https://ida.loni.usc.edu (LONI Image & Data Archive), open the LPBA40 "
-    "atlas downloads and choose \"LPBA40 Subjects Delineation Space: MRI and label files in "
-    "delineation space\". Unpack it anywhere: it holds LPBA40/delineation_space/S01 .. S40, each "
-    "with S01.delineation.skullstripped.img.gz (+ .hdr) and "
-    "S01.delineation.structure.label.img.gz (+ .hdr). Then run `regbench prepare lpba40 --raw "
-    "<that delineation_space folder, or any folder above it> --out data/lpba40` (the workflow "
-    "reads it from datasets.lpba40.raw, default raw/LPBA40/delineation_space)."
-)
-"""Where LPBA40 comes from and where to put it (``regbench download lpba40`` prints this)."""
-
 REGISTRATION_DEFAULTS: dict[str, Any] = {
     "type_of_transform": "Affine",
     "aff_metric": "mattes",
@@ -113,6 +102,9 @@ REGISTRATION_DEFAULTS: dict[str, Any] = {
 """``ants.registration`` keywords of the alignment to MNI152: ANTsPy's own ``Affine`` defaults
 (the same as the suite's ``affine`` baseline), written out so that the manifest records them."""
 
+Registration = Mapping[str, Any] | Sequence[tuple[str, Any]]
+"""Overrides of :data:`REGISTRATION_DEFAULTS`: a mapping, or ``(key, value)`` pairs."""
+
 _NOT_SETTINGS = ("fixed", "moving", "outprefix", "initial_transform", "mask", "moving_mask",
                  "verbose", "kwargs", "random_seed")
 
@@ -123,11 +115,7 @@ TEMPLATE_SOURCE = ("nilearn.datasets.load_mni152_template(resolution=1) (MNI152 
 _SUBJECT = re.compile(r"S\d\d")
 
 Layout = Literal["delineation_space", "nifti"]
-LAYOUTS: dict[str, str] = {
-    "delineation_space": "LONI's delineation-space Analyze files (S01/S01.delineation.*.img.gz)",
-    "nifti": "a flat folder of 160x192x160 1 mm NIfTI files (S01.delineation.*.nii.gz)",
-}
-"""The layouts :func:`prepare` reads, and how ``dataset.json`` names them."""
+"""The layouts :func:`prepare` reads (:data:`regbench.data.registry.LPBA40`'s ``layouts``)."""
 
 NIFTI_SHAPE: tuple[int, int, int] = protocol.CROP_SHAPE
 NIFTI_SPACING: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -191,13 +179,13 @@ def find_delineation_space(raw: str | os.PathLike) -> Path:
     raw = Path(raw)
     if not raw.is_dir():
         raise InputError(f"{raw}: not found (expected LONI's LPBA40 {DELINEATION_SPACE} folder "
-                         f"or a folder above it).\n{HOW_TO_GET}")
+                         f"or a folder above it).\n{LPBA40.how_to_get}")
     if raw.name == DELINEATION_SPACE or _subject_folders(raw):
         return raw
     found = sorted(p for p in raw.rglob(DELINEATION_SPACE) if p.is_dir())
     if not found:
         raise InputError(f"{raw}: holds no LPBA40 {DELINEATION_SPACE} folder (nor subject "
-                         f"folders S01 .. S40).\n{HOW_TO_GET}")
+                         f"folders S01 .. S40).\n{LPBA40.how_to_get}")
     if len(found) > 1:
         raise InputError(f"{raw}: holds {len(found)} {DELINEATION_SPACE} folders "
                          f"({', '.join(map(str, found))}); point --raw at the one to use")
@@ -449,15 +437,17 @@ def read_nifti_subject(files: Mapping[str, Path]) -> tuple[np.ndarray, np.ndarra
 # --- registration --------------------------------------------------------------------------------
 
 
-def registration_settings(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """:data:`REGISTRATION_DEFAULTS` with ``overrides``; unknown ANTsPy keywords are refused."""
+def registration_settings(overrides: Registration | None = None) -> dict[str, Any]:
+    """:data:`REGISTRATION_DEFAULTS` with ``overrides`` (a mapping, or ``(key, value)`` pairs as
+    ``regbench prepare lpba40 --registration`` gives them); unknown ANTsPy keywords are
+    refused."""
     import ants
 
-    settings = {**REGISTRATION_DEFAULTS, **(overrides or {})}
+    settings = {**REGISTRATION_DEFAULTS, **dict(overrides or {})}
     allowed = set(inspect.signature(ants.registration).parameters) - set(_NOT_SETTINGS)
     unknown = sorted(set(settings) - allowed)
     if unknown:
-        raise ValueError(f"registration settings {unknown} are not ants.registration keywords "
+        raise InputError(f"registration settings {unknown} are not ants.registration keywords "
                          f"this preparer passes on (seed and threads have their own arguments)")
     return {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
 
@@ -532,8 +522,8 @@ def use_itk_threads(threads: int | None) -> int:
 
 def prepare(raw: str | os.PathLike, out: str | os.PathLike,
             subjects: str | Sequence[str] | None = None, *,
-            registration: Mapping[str, Any] | None = None, seed: int = 0,
-            threads: int | None = None, scale: float = 1.0,
+            registration: Registration | None = None, seed: int = 0,
+            threads: int | None = None, scale: float = LPBA40.default_scale,
             splits: Mapping[str, Sequence[str]] | None = None) -> Path:
     """Prepare LPBA40 from ``raw`` (either layout, :func:`find_layout`) into ``out``.
 
@@ -558,7 +548,7 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
     if chosen is None:
         if not found:
             raise InputError(f"{space}: holds no LPBA40 subject folder (S01 .. S40).\n"
-                             f"{HOW_TO_GET}")
+                             f"{LPBA40.how_to_get}")
         missing = [s for s in protocol.LPBA40_SUBJECTS if s not in found]
         if missing:
             log.warning("%s: %d of 40 LPBA40 subjects present; preparing those (missing: %s)",
@@ -572,7 +562,7 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
                              f"{_nifti_name(missing[0], 'labels')} beside it")
         expected = space / missing[0] / (IMAGE_STEM.format(subject=missing[0]) + ".img.gz")
         raise InputError(f"{', '.join(missing)} not found: expected {expected} (+ .hdr) and the "
-                         f"label files beside it.\n{HOW_TO_GET}")
+                         f"label files beside it.\n{LPBA40.how_to_get}")
     settings = registration_settings(registration)
     if not (isinstance(seed, int) and seed >= 0):
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -620,8 +610,8 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
                 log.warning("%s: low correlation with the template (%.3f); check its "
                             "alignment", subject, correlation[subject])
         manifest = make_manifest(
-            name="lpba40",
-            source=(f"LPBA40 (LONI), {LAYOUTS[layout]}; affinely registered (ANTs) to "
+            name=LPBA40.name,
+            source=(f"LPBA40 (LONI), {layout_text(layout)}; affinely registered (ANTs) to "
                     "nilearn's MNI152 template on the FSL 1 mm grid, cropped to 160x192x160, "
                     "intensities divided by the maximum of the cropped volume"
                     + source_note(factor)),
@@ -667,6 +657,11 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
         write_manifest(staging, manifest)
     log.info("LPBA40: %d subject(s) prepared in %s", len(chosen), out)
     return out
+
+
+def layout_text(layout: Layout) -> str:
+    """What a layout is, as the dataset's spec says it."""
+    return next(entry.reads for entry in LPBA40.layouts if entry.name == layout)
 
 
 def _voxels(entry: AnalyzePair | Path) -> Path:

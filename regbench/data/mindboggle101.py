@@ -40,7 +40,9 @@ from regbench.data.preparation import (
     parse_subjects,
     scale_by_maximum,
     staged_dataset,
+    subset_splits,
 )
+from regbench.data.registry import MINDBOGGLE101
 from regbench.data.resolution import (
     block_factor,
     crop_grid,
@@ -315,7 +317,8 @@ def _no_data(raw: Path) -> str:
 
 
 def prepare(raw: str | os.PathLike, out: str | os.PathLike,
-            subjects: str | Sequence[str] | None = None, *, scale: float = 1.0,
+            subjects: str | Sequence[str] | None = None, *,
+            scale: float = MINDBOGGLE101.default_scale,
             splits: Mapping[str, Sequence[str]] | None = None) -> Path:
     """Prepare Mindboggle-101 from ``raw`` into ``out``; returns ``out``.
 
@@ -368,10 +371,9 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
             write_subject(staging, subject, image, labels, affine)
             log.debug("%s: cropped; labels set to 0: %s", subject, dropped[subject])
         if splits is None:
-            splits = {split: [s for s in chosen if groups[s] in split_groups]
-                      for split, split_groups in protocol.MINDBOGGLE101_SPLIT_GROUPS.items()}
+            splits = subset_splits(chosen, protocol.MINDBOGGLE101_SPLITS)
         manifest = make_manifest(
-            name="mindboggle101",
+            name=MINDBOGGLE101.name,
             source=("Mindboggle-101 <GROUP>_volumes_in_MNI152 (mindboggle.info, CC BY-NC-SA "
                     "3.0), FSL MNI152 1 mm grid cropped to 160x192x160, intensities divided by "
                     "the maximum of the cropped volume, DKT31 merged into DKT25"

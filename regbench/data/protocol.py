@@ -96,6 +96,11 @@ MINDBOGGLE101_SPLIT_GROUPS: dict[str, list[str]] = {
     "train": ["NKI-RS-22", "NKI-TRT-20"],
     "test": ["OASIS-TRT-20"],
 }
+MINDBOGGLE101_SPLITS: dict[str, list[str]] = {
+    split: [f"{group}-{n}" for group in groups for n in range(1, MINDBOGGLE101_GROUPS[group] + 1)]
+    for split, groups in MINDBOGGLE101_SPLIT_GROUPS.items()
+}
+"""The paper's splits as subject IDs (``<GROUP>-<n>``): the subjects of its groups."""
 
 _DKT25_STRUCTURES = {
     1002: "caudal anterior cingulate", 1003: "caudal middle frontal", 1005: "cuneus",

@@ -9,13 +9,12 @@ with the fewest voxels in the whole map, so that small structures survive where 
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any
 
 import numpy as np
 
 from regbench.data import protocol
+from regbench.data import scale as scale_rules
 from regbench.io import InputError
 
 
@@ -36,24 +35,17 @@ def crop_grid(scale: float) -> tuple[tuple[int, int, int], np.ndarray]:
 
 
 def block_factor(scale: Any) -> int:
-    """The block size ``k`` of ``scale = 1 / k`` for a real dataset.
+    """The block size ``k`` of ``scale = 1 / k`` for a real dataset
+    (:func:`regbench.data.scale.check_scale`, rule :data:`~regbench.data.scale.BLOCKS`).
 
     Raises:
         InputError: unless ``scale`` is ``1 / k`` for a whole ``k`` that divides 160, 192 and
             160 (1, 0.5, 0.25, 0.125, 0.0625 or 0.03125).
     """
-    allowed = [k for k in range(1, min(protocol.CROP_SHAPE) + 1)
-               if all(n % k == 0 for n in protocol.CROP_SHAPE)]
-    choices = ", ".join(f"{1 / k:g}" for k in allowed)
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) \
-            or not math.isfinite(float(scale)) or not 0 < float(scale) <= 1:
-        raise InputError(f"scale={scale!r}: must be one of {choices} (1 = the paper's "
-                         f"160x192x160 of 1 mm)")
-    factor = round(1 / float(scale))
-    if factor not in allowed or abs(factor * float(scale) - 1) > 1e-9:
-        raise InputError(f"scale={scale!r}: a real dataset is downsampled by whole blocks of "
-                         f"the 160x192x160 crop; use one of {choices}")
-    return factor
+    try:
+        return scale_rules.block_factor(scale)
+    except ValueError as err:
+        raise InputError(str(err)) from None
 
 
 def _blocks(volume: np.ndarray, factor: int) -> np.ndarray:

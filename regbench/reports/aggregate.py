@@ -1,11 +1,13 @@
 """Per-pair ``metrics.json`` records -> one ``per_pair.csv`` (docs/contracts.md), and reading it
 back.
 
-``per_pair.csv`` has one row per registered pair with the columns of :data:`BASE_COLUMNS`, then
-one column per region for each of ``dice_faim/<Region>``, ``dice_merged/<Region>`` and
-``hd95/<Region>`` (regions in the order of the first record that names them). Undefined values
-(``null`` in JSON) are empty cells. Rows are in report order (:mod:`regbench.reports.style`),
-then by moving and fixed subject.
+``per_pair.csv`` has one row per registered pair with the columns of :func:`base_columns` (the
+pair's identity and runtime, then every per-pair metric of the metric table,
+:mod:`regbench.metric_table`), then one column per region for each per-region metric
+(:func:`region_groups`: ``dice_faim/<Region>``, ``dice_merged/<Region>`` and ``hd95/<Region>``;
+regions in the order of the first record that names them). Undefined values (``null`` in JSON)
+are empty cells. Rows are in report order (:mod:`regbench.reports.style`), then by moving and
+fixed subject.
 """
 
 from __future__ import annotations
@@ -18,30 +20,48 @@ from typing import Any
 
 import pandas as pd
 
+from regbench import metric_table
 from regbench.io import InputError, atomic_path, read_json
 from regbench.reports.style import CANONICAL_LABELS, method_rank
 from regbench.runs import check_run
 
 log = logging.getLogger(__name__)
 
-BASE_COLUMNS: tuple[str, ...] = (
+IDENTITY_COLUMNS: tuple[str, ...] = (
     "dataset", "experiment", "method", "label", "moving", "fixed", "time_s", "device",
-    "slice_step", "folding_percent", "log_jacobian_std", "mean_dice_faim", "mean_dice_merged",
-    "mean_hd95", "ndv_percent")
-OPTIONAL_COLUMNS: tuple[str, ...] = ("ndv_percent",)
-"""Columns added after the first release: a record or ``per_pair.csv`` without them reads as
-NaN (empty cells), so results scored before keep their tables."""
-REGION_GROUPS: tuple[str, ...] = ("dice_faim", "dice_merged", "hd95")
-"""Per-region metrics of a record; each becomes ``<group>/<Region>`` columns."""
-NUMERIC_COLUMNS: tuple[str, ...] = (
-    "time_s", "folding_percent", "log_jacobian_std", "mean_dice_faim", "mean_dice_merged",
-    "mean_hd95", "ndv_percent")
-REQUIRED_KEYS: tuple[str, ...] = (
-    "method", "moving", "fixed", "dice_faim", "dice_merged", "hd95", "mean_dice_faim",
-    "mean_dice_merged", "mean_hd95", "folding_percent", "log_jacobian_std")
+    "slice_step")
+"""The columns before the metrics: which pair, of which run, and its runtime."""
 PAIR_KEY: tuple[str, ...] = ("dataset", "method", "slice_step", "moving", "fixed")
 """Columns that identify one row of a per-pair table."""
 METRICS_FILE = "metrics.json"
+
+
+def base_columns() -> tuple[str, ...]:
+    """The columns of every ``per_pair.csv``, in order: :data:`IDENTITY_COLUMNS`, then the
+    per-pair metrics of the metric table."""
+    return (*IDENTITY_COLUMNS, *(spec.key for spec in metric_table.of_level("pair")))
+
+
+def optional_columns() -> tuple[str, ...]:
+    """Metric columns added after the first release: a record or ``per_pair.csv`` without them
+    reads as NaN (empty cells), so results scored before keep their tables."""
+    return tuple(spec.key for spec in metric_table.of_level("pair") if spec.optional)
+
+
+def region_groups() -> tuple[str, ...]:
+    """Per-region metrics of a record; each becomes ``<group>/<Region>`` columns."""
+    return tuple(spec.key for spec in metric_table.of_level("region"))
+
+
+def numeric_columns() -> tuple[str, ...]:
+    return ("time_s", *(spec.key for spec in metric_table.of_level("pair")))
+
+
+def required_keys() -> tuple[str, ...]:
+    """Keys a ``metrics.json`` record must hold to be aggregated."""
+    return ("method", "moving", "fixed", *(
+        spec.key for spec in metric_table.METRICS
+        if spec.level in ("pair", "region") and not spec.optional))
 
 
 def find_metrics(directory: str | os.PathLike) -> list[Path]:
@@ -105,15 +125,15 @@ def read_per_pair(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
                                              "device": str})
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
             raise InputError(f"{path}: not a readable CSV ({err})") from None
-        for column in OPTIONAL_COLUMNS:
+        for column in optional_columns():
             if column not in frame.columns:
                 frame[column] = float("nan")
-        missing = [c for c in BASE_COLUMNS if c not in frame.columns]
+        missing = [c for c in base_columns() if c not in frame.columns]
         if missing:
             raise InputError(f"{path}: not a per_pair.csv, missing columns {missing}")
         if frame.empty:
             raise InputError(f"{path}: holds no pairs")
-        for column in (*NUMERIC_COLUMNS, *region_columns(frame)):
+        for column in (*numeric_columns(), *region_columns(frame)):
             try:
                 frame[column] = pd.to_numeric(frame[column]).astype(float)
             except (ValueError, TypeError):
@@ -140,7 +160,8 @@ def regions(table: pd.DataFrame, group: str = "dice_faim") -> list[str]:
 
 
 def region_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in table.columns if c.split("/", 1)[0] in REGION_GROUPS and "/" in c]
+    groups = region_groups()
+    return [c for c in table.columns if c.split("/", 1)[0] in groups and "/" in c]
 
 
 def write_csv(path: str | os.PathLike, table: pd.DataFrame) -> None:
@@ -153,7 +174,7 @@ def _row(path: Path, experiment: str, dataset: str | None,
     record = read_json(path)
     if not isinstance(record, dict):
         raise InputError(f"{path}: expected a JSON object, got {type(record).__name__}")
-    missing = [k for k in REQUIRED_KEYS if k not in record]
+    missing = [k for k in required_keys() if k not in record]
     if missing:
         raise InputError(f"{path}: not a metrics.json record, missing keys {missing}")
     method = record["method"]
@@ -178,9 +199,11 @@ def _row(path: Path, experiment: str, dataset: str | None,
         "device": record.get("device"),
         "slice_step": step,
     }
-    for key in NUMERIC_COLUMNS:
+    for key in numeric_columns():
         row[key] = _number(record.get(key), path, key)
-    for group in REGION_GROUPS:
+    for group in region_groups():
+        if group not in record:  # an optional one, scored after this record
+            continue
         values = record[group]
         if not isinstance(values, dict):
             raise InputError(f"{path}: {group!r} must map region names to numbers")
@@ -201,10 +224,10 @@ def _number(value: Any, path: Path, key: str) -> float:
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     region_cols: dict[str, None] = {}
-    for group in REGION_GROUPS:
+    for group in region_groups():
         for row in rows:
             region_cols.update(dict.fromkeys(k for k in row if k.startswith(f"{group}/")))
-    table = pd.DataFrame(rows, columns=[*BASE_COLUMNS, *region_cols])
+    table = pd.DataFrame(rows, columns=[*base_columns(), *region_cols])
     order = {m: i for i, m in enumerate(sorted(set(table["method"]), key=method_rank))}
     table["_rank"] = table["method"].map(order)
     table = table.sort_values(["_rank", "slice_step", "moving", "fixed"], kind="stable")

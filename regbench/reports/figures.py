@@ -30,11 +30,12 @@ import torch
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
+from regbench import metric_table
+from regbench.data import registry
 from regbench.io import atomic_path
 from regbench.naming import CONVENTION_TITLES
 from regbench.reports.aggregate import regions
 from regbench.reports.style import (
-    DATASET_NAMES,
     label_colors,
     order_labels,
     order_runs,
@@ -166,8 +167,8 @@ def plot_dice_vs_time(per_pair: pd.DataFrame, convention: str = "faim",
     return figure
 
 
-REGULARITY = {"log_jacobian_std": "SD of log Jacobian", "ndv_percent": "NDV (% of voxels)"}
-"""The regularity measures Dice is drawn against (per-pair columns, axis titles)."""
+REGULARITY = ("log_jacobian_std", "ndv_percent")
+"""The regularity measures Dice is drawn against (metric table keys)."""
 
 
 def plot_dice_vs_regularity(per_pair: pd.DataFrame, convention: str = "faim",
@@ -183,7 +184,8 @@ def plot_dice_vs_regularity(per_pair: pd.DataFrame, convention: str = "faim",
     labels, palette = run_palette(per_pair)
     figure, axes = plt.subplots(1, len(REGULARITY), figsize=(10.0, 4.0), layout="constrained",
                                 sharey=True)
-    for ax, (column, name) in zip(axes, REGULARITY.items(), strict=True):
+    specs = {spec.key: spec for spec in metric_table.METRICS}
+    for ax, column in zip(axes, REGULARITY, strict=True):
         for label, (method, step) in zip(labels, _run_keys(per_pair), strict=True):
             rows = per_pair[(per_pair["method"] == method) & (per_pair["slice_step"] == step)]
             rough = rows[column].to_numpy(dtype=float) if column in rows else np.array([])
@@ -197,7 +199,7 @@ def plot_dice_vs_regularity(per_pair: pd.DataFrame, convention: str = "faim",
                         yerr=dice.std(ddof=1) if len(dice) > 1 else 0.0, fmt="o",
                         color=palette[label], label=label, capsize=3, markersize=7,
                         markeredgecolor="black", markeredgewidth=0.5)
-        ax.set_xlabel(name)
+        ax.set_xlabel(specs[column].header)
         ax.grid(alpha=0.3, which="both")
     axes[-1].set_xscale("symlog", linthresh=1e-3)
     axes[0].set_ylabel(f"Mean region Dice ({CONVENTION_TITLES[convention]})")
@@ -341,7 +343,7 @@ def _minor_time_label(value: float, _position: int) -> str:
 
 def _dataset_prefix(per_pair: pd.DataFrame) -> str:
     datasets = list(dict.fromkeys(per_pair["dataset"]))
-    return f"{DATASET_NAMES.get(datasets[0], datasets[0])}: " if len(datasets) == 1 else ""
+    return f"{registry.title(datasets[0])}: " if len(datasets) == 1 else ""
 
 
 def _run_keys(per_pair: pd.DataFrame) -> list[tuple[str, int]]:

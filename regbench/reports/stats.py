@@ -22,11 +22,18 @@ The tests, on the pseudo-values of the differences ``run - other`` of a per-pair
 (normally its mean region Dice), pairs matched by ``(moving, fixed)``:
 
 * difference: two-sided Wilcoxon signed-rank test (:func:`scipy.stats.wilcoxon`, zeros dropped,
-  exact distribution for up to 50 subjects without ties). With ``n`` subjects its smallest
+  ``method="exact"``: the exact null distribution whatever the number of subjects, asked for
+  explicitly because SciPy's default falls back to a permutation test or the normal
+  approximation when there are ties or zeros; with ties or zeros SciPy 1.13 and later round the
+  statistic conservatively, while earlier versions switched to the normal approximation, so the
+  suite requires SciPy >= 1.13, :data:`MIN_SCIPY`). With ``n`` nonzero differences its smallest
   possible p is ``2 / 2^n`` (0.125 for 4 subjects): :func:`descriptive_note` says when a table
   cannot reach significance at all;
 * 95 % confidence interval of the mean difference: the jackknife t interval, the pseudo-values'
-  mean ± ``t(0.975, n - 1)`` times their standard error (Tukey's);
+  mean ± ``t(0.975, n - 1)`` times their standard error (Tukey's). Each interval is for its own
+  comparison, NOT adjusted for multiplicity (unlike the Holm-corrected tests): over several
+  comparisons some will exclude 0 by chance, and an interval that excludes 0 where the test is
+  not significant is no contradiction (:data:`INTERVAL_TEXT`, which the captions carry);
 * equivalence within ± ``margin`` (default :data:`EQUIVALENCE_MARGIN`): two one-sided tests
   (TOST, Schuirmann 1987, J. Pharmacokinet. Biopharm. 15: 657-680), each an exact one-sided
   signed-rank test of the pseudo-values shifted by the margin, so that it rests on the same
@@ -41,7 +48,6 @@ is not testable: p = NaN, no mark.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -62,6 +68,14 @@ EQUIVALENCE_MARGIN = 0.02
 CONFIDENCE = 0.95
 MIN_SUBJECTS = 3
 """Fewest subjects for a test: with 2, deleting either leaves no pair."""
+MIN_SCIPY = "1.13"
+"""First SciPy whose exact signed-rank test stays exact with ties and zeros (the pins in
+pyproject.toml, environment.yml and workflow/envs/regbench.yaml require it)."""
+WILCOXON_METHOD = "exact"
+INTERVAL_TEXT = ("The 95 % confidence intervals are each for one comparison, not adjusted for "
+                 "multiplicity as the tests are: some exclude 0 by chance, also where no test "
+                 "can be significant.")
+"""What the tables say of the intervals (:func:`footnote`)."""
 
 Verdict = Literal["higher", "lower", "equivalent", "not significantly different",
                   "too few subjects", "not testable"]
@@ -141,10 +155,7 @@ def wilcoxon_paired(differences: Sequence[float]) -> tuple[float, float]:
     d = d[np.isfinite(d)]
     if not np.any(d != 0):
         return float("nan"), float("nan")
-    with warnings.catch_warnings():
-        # Ties or zeros: SciPy falls back to the normal approximation and warns.
-        warnings.simplefilter("ignore", UserWarning)
-        result = scipy_stats.wilcoxon(d)
+    result = scipy_stats.wilcoxon(d, method=WILCOXON_METHOD)
     return float(result.statistic), float(result.pvalue)
 
 
@@ -169,9 +180,8 @@ def tost_wilcoxon(values: Sequence[float], margin: float) -> float:
     for shifted, alternative in ((v + margin, "greater"), (v - margin, "less")):
         if not np.any(shifted != 0):
             return float("nan")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            p.append(float(scipy_stats.wilcoxon(shifted, alternative=alternative).pvalue))
+        p.append(float(scipy_stats.wilcoxon(shifted, alternative=alternative,
+                                            method=WILCOXON_METHOD).pvalue))
     return max(p)
 
 
@@ -380,6 +390,6 @@ def footnote(tests: pd.DataFrame, score: str = "mean region Dice",
             "* p < 0.05, ** p < 0.01, *** p < 0.001; no mark: not significantly different or "
             "not testable, which is no evidence of equivalence. 95 % confidence intervals "
             "(jackknife t) and equivalence tests (TOST) are in the *_stats.csv and "
-            "*_pairwise.csv files.")
+            f"*_pairwise.csv files. {INTERVAL_TEXT}")
     note = descriptive_note(tests)
     return f"{text} {note}" if note else text

@@ -21,7 +21,6 @@ from collections.abc import Iterable, Mapping
 from regbench.naming import (  # noqa: F401 (the reports' names, from the one vocabulary)
     CANONICAL_LABELS,
     CANONICAL_METHODS,
-    DATASET_NAMES,
     run_name,
 )
 

@@ -5,11 +5,10 @@ Three kinds (file stems under the output folder):
 * ``main`` -> ``table1_faim`` and/or ``table1_merged``: the paper's Table 1 for one dataset.
   Rows: our runs in report order, then the paper's numbers as reference rows (``Source``
   "paper"). Columns: each region's Dice, ``Average`` (each pair's mean region Dice),
-  ``Dice30`` (the 30th percentile of those means, Learn2Reg's robustness score; ``dice30`` in
-  the CSV), time per pair (s; devices in the caption), folding (% voxels with a non-positive
-  Jacobian determinant), SD of log Jacobian, NDV (non-diffeomorphic volume, %), HD95 (mm, mean
-  over regions; a region in only one of the warped and fixed label maps counts as the image
-  diagonal, the worst case), test pairs.
+  ``Dice30`` (Learn2Reg's robustness score: the 30th percentile of the pairs' Learn2Reg case
+  Dice, :data:`~regbench.metric_table.DICE30_SOURCE`; ``dice30`` in the CSV), time per pair (s;
+  devices in the caption), then the metric table's columns
+  (:func:`~regbench.metric_table.table_columns`: folding, SD log J, NDV, HD95), test pairs.
 * ``ablation`` -> ``ablation``: the ablation runs; one column of mean Dice per dataset and
   convention; paper rows from :data:`~regbench.data.protocol.PAPER_ABLATION`.
 * ``slice_spacing`` -> ``slice_spacing``: runs at each slice step (Dual-PRNet at 1 and 8);
@@ -47,7 +46,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from regbench.data import protocol
+from regbench import metric_table
+from regbench.data import protocol, registry
 from regbench.io import InputError, write_text
 from regbench.metrics import dice30
 from regbench.naming import CONVENTIONS, TABLE_KINDS
@@ -62,7 +62,6 @@ from regbench.reports.stats import (
 )
 from regbench.reports.style import (
     CANONICAL_LABELS,
-    DATASET_NAMES,
     REFERENCE_METHOD,
     order_runs,
     run_label,
@@ -74,16 +73,15 @@ CONVENTION_TEXT = {
     "faim": "FAIM convention: Dice of each label, averaged within each region",
     "merged": "merged convention: labels merged into regions before Dice",
 }
-DATASET_TITLES = {**DATASET_NAMES, "demo": "the synthetic demo"}
-"""Dataset names in captions (the vocabulary's, the demo said in full)."""
 PAPER_SLICE_STEP = 8
 """The paper's large slice spacing: 192 -> 24 slices of the moving volume."""
-PAPER_DATASET = {"demo": "lpba40"}
-"""Datasets without paper numbers whose tables show another dataset's, for orientation."""
 PAPER_ABLATION_METHODS = {"dual-stream single-field": "dualprnet-dsf",
                           "dual-stream pyramid": "dualprnet"}
 """Keys of ``protocol.PAPER_ABLATION`` -> method names."""
 OURS, PAPER = "ours", "paper"
+DICE30_CAPTION = ("Dice30: Learn2Reg's robustness score, the 30th percentile over the pairs of "
+                  "each pair's mean Dice over the labels present in both subjects (Learn2Reg's "
+                  "case Dice, per label whatever the convention).")
 MISSING = "–"
 
 
@@ -135,10 +133,8 @@ def main_table(per_pair: pd.DataFrame, convention: str,
           for r in regions(per_pair, f"dice_{convention}")),
         Metric("average", "Average", f"mean_dice_{convention}", 3, True),
         Metric("time_s", "Time (s)", "time_s", 2, False),
-        Metric("folding_percent", "Folding (%)", "folding_percent", 3, False),
-        Metric("log_jacobian_std", "SD log J", "log_jacobian_std", 3, False),
-        Metric("ndv_percent", "NDV (%)", "ndv_percent", 4, False),
-        Metric("hd95_mm", "HD95 (mm)", "mean_hd95", 2, False),
+        *(Metric(spec.column, spec.header or spec.column, spec.key, spec.digits,
+                 spec.higher_is_better) for spec in metric_table.table_columns()),
     ]
     tests = compare_to_reference(per_pair, f"mean_dice_{convention}", margin=margin)
     marks = _marks(tests)
@@ -153,7 +149,7 @@ def main_table(per_pair: pd.DataFrame, convention: str,
             mean, std = _mean_std(values)
             row[f"{metric.key}_mean"], row[f"{metric.key}_std"] = mean, std
             text[metric.header] = _mean_std_text(mean, std, metric.digits)
-        row["dice30"] = dice30(runs[f"mean_dice_{convention}"].to_numpy(dtype=float))
+        row["dice30"] = dice30(runs[metric_table.DICE30_SOURCE].to_numpy(dtype=float))
         text["Dice30"] = _mean_std_text(row["dice30"], math.nan, 3)
         mark = marks.get((method, step), ("", math.nan))
         row["p_holm"], row["mark"] = mark[1], mark[0]
@@ -189,18 +185,14 @@ def main_table(per_pair: pd.DataFrame, convention: str,
                   **{m.header: (m.key, m.digits, m.higher_is_better) for m in metrics}})
     n_pairs = sorted(set(numbers["n"].iloc[:n_ours].astype(int)))
     caption = (
-        f"Registration of {DATASET_TITLES.get(dataset, dataset)} test pairs "
+        f"Registration of {registry.caption_name(dataset)} test pairs "
         f"({_pairs_text(n_pairs)}), region Dice in the {CONVENTION_TEXT[convention]}. "
         "Cells: mean ± sample standard deviation (ddof = 1) over pairs; Average: of each pair's "
         "mean region Dice. Time per pair in seconds, "
-        f"{_devices_text(numbers.iloc[:n_ours])}. Folding: % of voxels with a non-positive "
-        "Jacobian determinant; SD log J: standard deviation of the log Jacobian determinant; "
-        "HD95: 95th-percentile Hausdorff distance, mean over regions; a region present in only "
-        "one of the warped and fixed label maps (lost or invented by the method) counts as the "
-        "diagonal of the image in mm, the worst case. Dice30: 30th percentile of the pairs' "
-        "mean region Dice (Learn2Reg's robustness score). NDV: non-diffeomorphic volume, % of "
-        "the grid's volume in inverted tetrahedra (Liu et al., IJCV 2024; LUMIR's measure). "
-        "Bold: best of our rows. "
+        f"{_devices_text(numbers.iloc[:n_ours])}. {DICE30_CAPTION} "
+        + "".join(f"{spec.header}: {spec.caption} " for spec in metric_table.table_columns()
+                  if spec.caption)
+        + "Bold: best of our rows. "
         f"{_unit_text(per_pair)} "
         f"{_paper_text(dataset, convention, 'the paper, Table 1 and Fig. 4')}")
     if numbers["time_s_mean"].iloc[n_ours:].notna().any():
@@ -221,7 +213,7 @@ def dice_table(per_pair: pd.DataFrame, kind: str, conventions: Sequence[str] = C
         _check_convention(convention)
     datasets = list(dict.fromkeys(per_pair["dataset"]))
     columns = [(d, c) for d in datasets for c in conventions]
-    headers = {col: f"{DATASET_NAMES.get(col[0], col[0])} {_convention_title(col[1])}"
+    headers = {col: f"{registry.title(col[0])} {_convention_title(col[1])}"
                for col in columns}
     tests = _stack_tests([compare_to_reference(per_pair[per_pair["dataset"] == d],
                                                f"mean_dice_{c}", margin=margin
@@ -251,8 +243,9 @@ def dice_table(per_pair: pd.DataFrame, kind: str, conventions: Sequence[str] = C
     # The paper reports FAIM Dice only: without FAIM columns its rows would be empty.
     paper_rows = _paper_dice_rows(kind, datasets) if "faim" in conventions else []
     for method, step, label, values in paper_rows:
-        source = PAPER if all(d not in PAPER_DATASET for d in values) else (
-            f"{PAPER} ({', '.join(DATASET_TITLES[PAPER_DATASET[d]] for d in values)})")
+        references = [registry.paper_numbers_of(d)[0] for d in values]
+        source = PAPER if references == list(values) else (
+            f"{PAPER} ({', '.join(registry.caption_name(r) for r in references)})")
         row = {"source": source, "method": method, "slice_step": step, "label": label}
         text = {"Method": label}
         if kind == "slice_spacing":
@@ -285,7 +278,7 @@ def dice_table(per_pair: pd.DataFrame, kind: str, conventions: Sequence[str] = C
         f"{what}. Mean region Dice (FAIM: per-label Dice averaged within regions; merged: "
         "labels merged into regions first) of each pair, mean ± sample standard deviation "
         "(ddof = 1) over test pairs ("
-        + "; ".join(f"{DATASET_TITLES.get(d, d)}: {_pairs_text(n)}" for d, n in n_pairs.items())
+        + "; ".join(f"{registry.caption_name(d)}: {_pairs_text(n)}" for d, n in n_pairs.items())
         + f"). Bold: best of our rows. {_unit_text(per_pair)}" + paper_text)
     notes = [footnote(tests)] if len(tests) else []
     return Table(kind, numbers, cell_frame, bold,
@@ -509,9 +502,9 @@ def _best(numbers: pd.DataFrame, cells: pd.DataFrame, n_ours: int,
 
 def _paper_source(dataset: str) -> tuple[str, str]:
     """(Source column text, dataset whose paper numbers apply)."""
-    if dataset in PAPER_DATASET:
-        reference = PAPER_DATASET[dataset]
-        return f"{PAPER} ({DATASET_TITLES[reference]})", reference
+    reference = registry.paper_numbers_of(dataset)[0]
+    if reference != dataset:
+        return f"{PAPER} ({registry.caption_name(reference)})", reference
     return PAPER, dataset
 
 
@@ -520,14 +513,14 @@ def _paper_text(dataset: str, convention: str, where: str) -> str:
     source, reference = _paper_source(dataset)
     has_rows = reference in protocol.PAPER_REFERENCE or reference in protocol.PAPER_ABLATION
     if not has_rows:
-        return f"The paper reports no numbers on {DATASET_TITLES.get(dataset, dataset)}."
+        return f"The paper reports no numbers on {registry.caption_name(dataset)}."
     text = (f"Italic rows (source: {source}) are the numbers reported in {where}, FAIM "
             f"convention ({MISSING}: not reported).")
     if convention == "merged":
         text += " They are not comparable with the merged-convention columns."
-    if dataset in PAPER_DATASET:
-        text += (f" The demo is synthetic and the paper has no numbers for it: the "
-                 f"{DATASET_TITLES[reference]} rows are shown for orientation only.")
+    if reference != dataset:
+        text += (f" {registry.paper_numbers_of(dataset)[1]}: the "
+                 f"{registry.caption_name(reference)} rows are shown for orientation only.")
     return text
 
 
@@ -563,7 +556,7 @@ def _unit_text(per_pair: pd.DataFrame) -> str:
     counts = {d: len(set(rows["moving"]) | set(rows["fixed"]))
               for d, rows in per_pair.groupby("dataset", sort=False)}
     n_text = ("n = " + str(next(iter(counts.values()))) if len(counts) == 1 else
-              "; ".join(f"{DATASET_TITLES.get(d, d)}: n = {n}" for d, n in counts.items()))
+              "; ".join(f"{registry.caption_name(d)}: n = {n}" for d, n in counts.items()))
     return (f"Tests and confidence intervals take the test subject as the unit ({n_text} "
             "subjects): the ordered pairs among them share subjects and are not independent.")
 

@@ -1,10 +1,12 @@
 """What the configuration asks for, as plain functions: datasets, test pairs, runs, command lines.
 
-Everything the DAG needs is known from the configuration alone: the test pairs of LPBA40 and
-Mindboggle101 come from the protocol splits (regbench.data.protocol) and those of the demo from
-its deterministic naming rule (regbench.naming), so a dry run needs neither raw nor prepared data.
+Everything the DAG needs is known from the configuration alone: the test pairs of every dataset
+come from its spec in the dataset registry (regbench.data.registry: the protocol splits of
+LPBA40 and Mindboggle101, the demo's deterministic naming rule), so a dry run needs neither raw
+nor prepared data. The registry also gives each dataset's defaults, allowed scales, preparer
+options and download.
 
-This file imports only pure-Python modules of regbench (naming, the protocol tables, the report
+This file imports only pure-Python modules of regbench (naming, the dataset registry, the report
 style), from this checkout: Snakemake's own environment needs nothing but Snakemake, even when
 regbench is not installed there (`--use-conda` installs it in the rules' environment).
 
@@ -26,11 +28,15 @@ from snakemake.exceptions import WorkflowError
 sys.path.insert(0, workflow.basedir)  # this checkout's regbench, installed or not
 
 from regbench import naming
-from regbench.data import protocol
+from regbench.data import registry
 from regbench.reports import style
 from regbench.training import config as train_config
 
 DATASETS = list(config["datasets"])
+try:
+    REGISTERED = registry.available_datasets()
+except ValueError as err:
+    raise WorkflowError(f"dataset registry: {err}") from None
 METHODS = config["methods"]
 EXTERNAL = [name for name, method in METHODS.items() if "rule_file" in method]
 INTERNAL = [name for name in METHODS if name not in EXTERNAL]
@@ -57,10 +63,33 @@ def _alternatives(names):
 
 
 SLICE_SUFFIX = r"(?:-slice[0-9]+)?"
+DATASET_REGEX = _alternatives(REGISTERED)
+PREPARED_REGEX = _alternatives(name for name, spec in REGISTERED.items() if spec.prepared)
+"""Datasets that `regbench prepare` makes (not the demo, which `demo_data` makes)."""
 CLASSIC_RUN_REGEX = f"(?:{_alternatives(set(INTERNAL) - set(LEARNED) - set(PER_RUN))}){SLICE_SUFFIX}"
 """Runs of the suite's methods that are not learned (`register`, one job per pair)."""
 LEARNED_RUN_REGEX = f"(?:{_alternatives(LEARNED)}){SLICE_SUFFIX}"
 PER_RUN_REGEX = f"(?:{_alternatives(PER_RUN)}){SLICE_SUFFIX}"
+
+
+def _check_datasets():
+    """Every configured dataset is registered, with the settings its spec needs and a scale it
+    allows (checked here, so that a bad one fails when the workflow is planned)."""
+    for dataset in DATASETS:
+        if dataset not in REGISTERED:
+            raise WorkflowError(f"config: datasets.{dataset}: not a registered dataset "
+                                f"({', '.join(REGISTERED)}); add a file declaring its Dataset to "
+                                f"a folder of {registry.DATASET_PATH_ENV}")
+        spec, settings = REGISTERED[dataset], dataset_settings(dataset)
+        try:
+            spec.check_scale(settings["scale"])
+        except ValueError as err:
+            raise WorkflowError(f"config: datasets.{dataset}.scale: {err}") from None
+        if spec.prepared and "raw" not in settings:
+            raise WorkflowError(f"config: datasets.{dataset}.raw is required: the folder of its "
+                                f"original distribution. {spec.how_to_get}")
+        if settings.get("download") and spec.download is None:
+            raise WorkflowError(f"config: datasets.{dataset}.download: {spec.how_to_get}")
 
 
 def _check_config():
@@ -106,6 +135,12 @@ def _check_config():
             raise WorkflowError(f"config: {dataset} has fewer than 2 test subjects "
                                 f"({', '.join(test_subjects(dataset)) or 'none'}); check "
                                 f"datasets.{dataset}.subjects")
+        options = {o.name for o in REGISTERED[dataset].options if not o.workflow_threads}
+        unknown = sorted(set(config["datasets"][dataset].get("prepare", {})) - options)
+        if unknown:
+            raise WorkflowError(f"config: datasets.{dataset}.prepare: {', '.join(unknown)} "
+                                f"{'is not an option' if len(unknown) == 1 else 'are not options'}"
+                                f" of its preparer (it takes: {', '.join(sorted(options))})")
         pair = figure_pair(dataset)
         if pair not in test_pairs(dataset):
             raise WorkflowError(f"config: figures pair {pair} is not a test pair of {dataset}")
@@ -125,23 +160,18 @@ def _registered_methods():
 
 
 @functools.cache
+def dataset_settings(dataset):
+    """The configuration's settings of a dataset, with its spec's defaults (scale, raw)."""
+    return REGISTERED[dataset].settings(config["datasets"].get(dataset, {}))
+
+
+@functools.cache
 def test_subjects(dataset):
     """Test subject IDs of a configured dataset, in split order."""
-    settings = config["datasets"][dataset]
-    if dataset == "demo":
-        try:
-            return naming.demo_split(settings["subjects"], settings.get("test_subjects"))[2]
-        except ValueError as err:
-            raise WorkflowError(f"config: datasets.demo: {err}") from None
-    if "splits" in settings:
-        return list(settings["splits"]["test"])
-    if dataset == "lpba40":
-        test = protocol.LPBA40_SPLITS["test"]
-    else:
-        test = [f"{group}-{i}" for group in protocol.MINDBOGGLE101_SPLIT_GROUPS["test"]
-                for i in range(1, protocol.MINDBOGGLE101_GROUPS[group] + 1)]
-    chosen = settings.get("subjects")
-    return [s for s in test if chosen is None or s in chosen]
+    try:
+        return REGISTERED[dataset].test_subjects(dataset_settings(dataset))
+    except ValueError as err:
+        raise WorkflowError(f"config: datasets.{dataset}: {err}") from None
 
 
 def test_pairs(dataset):
@@ -159,21 +189,21 @@ def figure_pair(dataset):
 
 
 def raw_dir(dataset):
-    return config["datasets"][dataset]["raw"]
+    return dataset_settings(dataset)["raw"]
 
 
-DOWNLOAD_DIR = config["datasets"].get("mindboggle101", {}).get("raw", "raw/mindboggle101")
 DOWNLOAD_MARKER = ".downloaded"
-"""Touched when ``regbench download mindboggle101`` succeeded (the download itself resumes)."""
+"""Touched in a dataset's raw folder when ``regbench download`` succeeded (the download itself
+resumes)."""
 
 
-def downloads(dataset):
-    return dataset == "mindboggle101" and config["datasets"][dataset]["download"]
+def download_marker(dataset):
+    return f"{raw_dir(dataset)}/{DOWNLOAD_MARKER}"
 
 
 def prepare_input(wildcards):
-    if downloads(wildcards.dataset):
-        return {"raw": f"{DOWNLOAD_DIR}/{DOWNLOAD_MARKER}"}
+    if wildcards.dataset in DOWNLOADED:
+        return {"raw": download_marker(wildcards.dataset)}
     return {}  # a local copy is not an input: a dry run must not need it
 
 
@@ -185,17 +215,28 @@ def demo_test_subjects_arg():
 
 def prepare_subjects_args(wildcards):
     """--subjects, --scale and the splits of one's own of a real dataset's preparation."""
-    settings = config["datasets"][wildcards.dataset]
+    settings = dataset_settings(wildcards.dataset)
     args = [f"--scale {settings['scale']}"]
     if settings.get("subjects"):
         args.append(f"--subjects {','.join(settings['subjects'])}")
     for split, subjects in settings.get("splits", {}).items():
         args.append(f"--{split} {','.join(subjects) or shlex.quote('')}")
+    options = {option.name: option for option in REGISTERED[wildcards.dataset].options}
+    for name, value in settings.get("prepare", {}).items():
+        values = ([f"{key}={json.dumps(item)}" for key, item in value.items()]
+                  if options[name].repeatable and isinstance(value, dict) else [value])
+        args += [f"--{name} {shlex.quote(str(item))}" for item in values]
     return " ".join(args)
 
 
-def download_source_args(wildcards):
-    settings = config["datasets"].get("mindboggle101", {})
+def prepare_threads_arg(wildcards, threads):
+    """The preparer's options that take the job's threads (LPBA40's ANTs: --threads)."""
+    return " ".join(f"--{option.name} {threads}" for option in REGISTERED[wildcards.dataset].options
+                    if option.workflow_threads)
+
+
+def download_source_args(dataset):
+    settings = dataset_settings(dataset)
     return " ".join(f"--{key} {shlex.quote(settings[key])}" for key in ("url", "sha256")
                     if key in settings)
 
@@ -431,7 +472,11 @@ def all_targets():
 
 
 
+_check_datasets()
 _check_config()
+
+DOWNLOADED = [dataset for dataset in DATASETS if dataset_settings(dataset).get("download")]
+"""Configured datasets that the workflow downloads first (`download_{dataset}`)."""
 
 FIGURE_PAIRS = {dataset: figure_pair(dataset) for dataset in DATASETS}
 FIGURE_MOVING_REGEX = _alternatives({moving for moving, _ in FIGURE_PAIRS.values()})

@@ -7,9 +7,9 @@ rule demo_data:
         "data/demo/dataset.json",
     params:
         out=lambda wildcards, output: os.path.dirname(output[0]),
-        subjects=config["datasets"].get("demo", {}).get("subjects"),
-        scale=config["datasets"].get("demo", {}).get("scale"),
-        seed=config["datasets"].get("demo", {}).get("seed"),
+        subjects=dataset_settings("demo").get("subjects"),
+        scale=dataset_settings("demo").get("scale"),
+        seed=dataset_settings("demo").get("seed"),
         test_subjects=demo_test_subjects_arg(),
     log:
         "logs/demo/demo_data.log",
@@ -28,15 +28,13 @@ rule prepare:
     output:
         "data/{dataset}/dataset.json",
     wildcard_constraints:
-        dataset="lpba40|mindboggle101",
+        dataset=PREPARED_REGEX,
     params:
         out=lambda wildcards, output: os.path.dirname(output[0]),
         raw=lambda wildcards: raw_dir(wildcards.dataset),
         subjects=prepare_subjects_args,
         # LPBA40 is aligned to MNI152 with ANTs (threaded); Mindboggle101 is only cropped
-        ants_threads=lambda wildcards, threads: (
-            f"--threads {threads}" if wildcards.dataset == "lpba40" else ""
-        ),
+        threads=prepare_threads_arg,
     threads: 4
     resources:
         # LPBA40: 40 affine registrations at 1 mm
@@ -50,20 +48,25 @@ rule prepare:
         "../envs/regbench.yaml"
     shell:
         "regbench prepare {wildcards.dataset} --raw {params.raw:q} --out {params.out} "
-        "{params.subjects} {params.ants_threads} > {log} 2>&1"
+        "{params.subjects} {params.threads} > {log} 2>&1"
 
 
-rule download_mindboggle101:
-    output:
-        touch(f"{DOWNLOAD_DIR}/{DOWNLOAD_MARKER}"),
-    params:
-        out=lambda wildcards, output: os.path.dirname(output[0]),
-        source=download_source_args,
-    log:
-        "logs/mindboggle101/download.log",
-    benchmark:
-        "logs/benchmarks/mindboggle101/download.tsv"
-    conda:
-        "../envs/regbench.yaml"
-    shell:
-        "regbench download mindboggle101 --out {params.out:q} {params.source} > {log} 2>&1"
+for dataset in DOWNLOADED:
+
+    rule:
+        name:
+            f"download_{dataset}"
+        output:
+            touch(download_marker(dataset)),
+        params:
+            out=lambda wildcards, output: os.path.dirname(output[0]),
+            source=download_source_args(dataset),
+        localrule: True
+        log:
+            f"logs/{dataset}/download.log",
+        benchmark:
+            f"logs/benchmarks/{dataset}/download.tsv"
+        conda:
+            "../envs/regbench.yaml"
+        shell:
+            f"regbench download {dataset} --out {{params.out:q}} {{params.source}} > {{log}} 2>&1"
