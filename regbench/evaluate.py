@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from regbench import metrics, runs
-from regbench.data.dataset import MANIFEST, Dataset
+from regbench.data.dataset import Dataset
 from regbench.degrade import thin_slices
 from regbench.io import (
     InputError,
@@ -38,6 +38,14 @@ from regbench.io import (
     voxel_spacing,
     write_image,
     write_json,
+)
+from regbench.naming import (
+    FIELD_FILE,
+    MANIFEST,
+    METRICS_FILE,
+    RUNTIME_FILE,
+    WARPED_FILE,
+    WARPED_LABELS_FILE,
 )
 from regbench.runtime import versions
 from regbench.transforms import warp, warp_labels
@@ -54,8 +62,6 @@ RUNTIME_KEYS = ("method", "time_s", "device", "slice_step", "versions", "options
 RECORD_KEYS = ("dataset", "method", "moving", "fixed", *METRIC_KEYS, "time_s", "device",
                "slice_step", "versions", "options")
 """Keys every ``metrics.json`` holds, in order (runtime keys beyond these follow them)."""
-
-METRICS_FILE = "metrics.json"
 
 FieldInput = np.ndarray | str | os.PathLike
 RuntimeInput = Mapping[str, Any] | str | os.PathLike | None
@@ -188,8 +194,8 @@ def evaluate_pairs(dataset: Dataset, pairs: Sequence[tuple[str, str]],
     for moving, fixed in pairs:
         with output_lock(Path(out_root) / moving / fixed) as folder:
             records.append(evaluate_dataset_pair(
-                dataset, moving, fixed, folder / "field.nii.gz", folder,
-                runtime=folder / "runtime.json", keep_volumes=(moving, fixed) in keep_volumes))
+                dataset, moving, fixed, folder / FIELD_FILE, folder,
+                runtime=folder / RUNTIME_FILE, keep_volumes=(moving, fixed) in keep_volumes))
     return records
 
 
@@ -198,7 +204,7 @@ def _check_one_run(out_root: Path, pairs: Sequence[tuple[str, str]]) -> None:
     its ``run.json`` (:mod:`regbench.runs`)."""
     first: tuple[dict[str, Any], Path] | None = None
     for moving, fixed in pairs:
-        path = out_root / moving / fixed / "runtime.json"
+        path = out_root / moving / fixed / RUNTIME_FILE
         record = read_json(path)
         if not isinstance(record, dict):
             raise InputError(f"{path}: expected a JSON object, got {type(record).__name__}")
@@ -281,7 +287,7 @@ def _evaluate_and_write(out_dir: Path, *, head: dict[str, Any], runtime: dict[st
     record = {"dataset": head["dataset"], "method": runtime["method"], "moving": head["moving"],
               "fixed": head["fixed"], **scores,
               **{k: v for k, v in runtime.items() if k != "method"}}
-    for name, volume in (("warped.nii.gz", warped), ("warped_labels.nii.gz", warped_labels)):
+    for name, volume in ((WARPED_FILE, warped), (WARPED_LABELS_FILE, warped_labels)):
         if keep_volumes:
             write_image(out_dir / name, volume, affine)
         else:

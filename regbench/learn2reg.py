@@ -35,6 +35,7 @@ from regbench.io import (
     write_field,
     write_json,
 )
+from regbench.naming import FIELD_FILE, RUNTIME_FILE
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +129,9 @@ def import_learn2reg(folder: str | os.PathLike, dataset: Dataset,
     written = []
     for (moving, fixed), field in zip(pairs, fields, strict=True):
         with output_lock(Path(out_root) / moving / fixed) as pair_folder:
-            write_field(pair_folder / "field.nii.gz", field, dataset.affine)
-            write_json(pair_folder / "runtime.json", runtime)
-        written.append(Path(out_root) / moving / fixed / "field.nii.gz")
+            write_field(pair_folder / FIELD_FILE, field, dataset.affine)
+            write_json(pair_folder / RUNTIME_FILE, runtime)
+        written.append(Path(out_root) / moving / fixed / FIELD_FILE)
     log.info("imported %d Learn2Reg fields of %s from %s into %s", len(written), method, folder,
              out_root)
     return written
@@ -154,7 +155,7 @@ def export_learn2reg(run_root: str | os.PathLike, pairs: Sequence[tuple[str, str
             (checked for every pair before anything is written) or unreadable (the pairs
             before it are written).
     """
-    sources = {(moving, fixed): Path(run_root) / moving / fixed / "field.nii.gz"
+    sources = {(moving, fixed): Path(run_root) / moving / fixed / FIELD_FILE
                for moving, fixed in pairs}
     for (moving, fixed), source in sources.items():
         if not source.is_file():

@@ -42,13 +42,11 @@ from regbench.io import (
     write_json,
 )
 from regbench.methods import Method
+from regbench.naming import FIELD_FILE, RUNTIME_FILE, SCORED_FILES
 from regbench.runs import claim_run
 from regbench.runtime import versions
 
 log = logging.getLogger(__name__)
-
-FIELD_FILE = "field.nii.gz"
-RUNTIME_FILE = "runtime.json"
 
 
 def timed_register(method: Method, moving: np.ndarray, fixed: np.ndarray,
@@ -208,7 +206,7 @@ def _register_and_write(method: Method, moving: np.ndarray, fixed: np.ndarray,
     """Time the method, write ``field.nii.gz`` and ``runtime.json``; returns the runtime record
     with the field under ``"field"``. ``subjects``: the pair's ``(moving, fixed)`` IDs, recorded
     so that the field cannot be scored as another pair."""
-    for stale in (RUNTIME_FILE, "metrics.json"):
+    for stale in (RUNTIME_FILE, *SCORED_FILES):
         (out_dir / stale).unlink(missing_ok=True)
     log.info("registering with %s (%s)", method.name, method.device_description())
     field, seconds = timed_register(method, moving, fixed, spacing, warm_up=warm_up)

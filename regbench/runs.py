@@ -27,15 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from regbench.io import InputError, make_folder, read_json, write_json
+from regbench.naming import RUN_ACTIVE_LOCK, RUN_RECORD, RUN_RECORD_LOCK, RUNTIME_FILE
 
 log = logging.getLogger(__name__)
 
-RUN_RECORD = "run.json"
 IDENTITY_KEYS = ("method", "options", "slice_step", "checkpoint")
 """What makes two registrations one run (``checkpoint``: a learned method's hash and step)."""
-RECORD_LOCK = ".regbench.run.lock"
-ACTIVE_LOCK = ".regbench.active.lock"
-RUNTIME_FILE = "runtime.json"
 
 
 def identity_of(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,11 +75,11 @@ def claim_run(out_root: str | os.PathLike, identity: Mapping[str, Any],
     """
     out_root = make_folder(out_root, "run folder")
     identity = identity_of(identity)
-    record_lock = _open_lock(out_root / RECORD_LOCK)
+    record_lock = _open_lock(out_root / RUN_RECORD_LOCK)
     active = None
     try:
         fcntl.flock(record_lock, fcntl.LOCK_EX)  # held for the moment of the decision only
-        active = _open_lock(out_root / ACTIVE_LOCK)
+        active = _open_lock(out_root / RUN_ACTIVE_LOCK)
         stale = _stale(out_root, identity)
         if stale is None:
             _lock(active, fcntl.LOCK_SH)  # the same run: share the folder

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from regbench.io import InputError
-from regbench.naming import CONVENTIONS, TABLE_KINDS
+from regbench.naming import CONVENTIONS, MANIFEST, TABLE_KINDS, WARPED_FILE
 
 log = logging.getLogger(__name__)
 
@@ -199,9 +199,9 @@ def run_figure_warped(args: argparse.Namespace) -> int:
     dataset = Dataset.load(args.data)
     warped = {}
     for label, folder in _labelled_folders(args.method_dir, "--method-dir").items():
-        path = folder / "warped.nii.gz"
+        path = folder / WARPED_FILE
         image, affine = read_image(path)
-        check_same_grid(dataset.shape, dataset.affine, dataset.root / "dataset.json",
+        check_same_grid(dataset.shape, dataset.affine, dataset.root / MANIFEST,
                         image.shape, affine, path)
         warped[label] = image
     plot_warped_comparison(dataset.image(args.moving), dataset.image(args.fixed), warped,

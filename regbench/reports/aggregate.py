@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from regbench.io import InputError, atomic_path, read_json
+from regbench.naming import METRICS_FILE
 from regbench.reports.style import CANONICAL_LABELS, method_rank
 from regbench.runs import check_run
 
@@ -41,7 +42,6 @@ REQUIRED_KEYS: tuple[str, ...] = (
     "mean_dice_merged", "mean_hd95", "folding_percent", "log_jacobian_std")
 PAIR_KEY: tuple[str, ...] = ("dataset", "method", "slice_step", "moving", "fixed")
 """Columns that identify one row of a per-pair table."""
-METRICS_FILE = "metrics.json"
 
 
 def find_metrics(directory: str | os.PathLike) -> list[Path]:
