@@ -182,14 +182,14 @@ def evaluate_pairs(dataset: Dataset, pairs: Sequence[tuple[str, str]],
         The ``metrics.json`` records, in pair order.
 
     Raises:
-        InputError: a subject is not in the dataset; a pair's runtime record is missing, bad,
-            or of another run than the others or the folder's ``run.json`` (checked before any
-            pair is scored); or a pair's field is missing or bad (the pairs before it are
-            scored).
+        InputError: a subject is not in the dataset; a pair's field or runtime record is
+            missing, or the record is bad, of another pair, or of another run than the others or
+            the folder's ``run.json`` (:func:`regbench.runs.read_run`, checked before any pair
+            is scored); or a pair's field is bad (the pairs before it are scored).
     """
     for subject in {s for pair in pairs for s in pair}:
         dataset.image_path(subject)
-    _check_one_run(Path(out_root), pairs)
+    runs.read_run(out_root, pairs)
     records = []
     for moving, fixed in pairs:
         with output_lock(Path(out_root) / moving / fixed) as folder:
@@ -197,25 +197,6 @@ def evaluate_pairs(dataset: Dataset, pairs: Sequence[tuple[str, str]],
                 dataset, moving, fixed, folder / FIELD_FILE, folder,
                 runtime=folder / RUNTIME_FILE, keep_volumes=(moving, fixed) in keep_volumes))
     return records
-
-
-def _check_one_run(out_root: Path, pairs: Sequence[tuple[str, str]]) -> None:
-    """Refuse a run folder whose pairs' runtime records name several runs, or another run than
-    its ``run.json`` (:mod:`regbench.runs`)."""
-    first: tuple[dict[str, Any], Path] | None = None
-    for moving, fixed in pairs:
-        path = out_root / moving / fixed / RUNTIME_FILE
-        record = read_json(path)
-        if not isinstance(record, dict):
-            raise InputError(f"{path}: expected a JSON object, got {type(record).__name__}")
-        runs.check_run(record, out_root, path)
-        if first is None:
-            first = record, path
-        elif runs.differences(first[0], record):
-            raise InputError(
-                f"{path}: a pair of {runs.describe(runs.identity_of(record))}, while {first[1]} "
-                f"is a pair of {runs.describe(runs.identity_of(first[0]))}: a run folder holds "
-                "one method's pairs; register them again with one method")
 
 
 def evaluate_paths(
@@ -340,10 +321,10 @@ def _runtime_record(runtime: RuntimeInput, slice_step: int | None,
     clash = sorted(set(record) & {"dataset", *METRIC_KEYS})
     if clash:
         raise InputError(f"{source}: holds keys the evaluation computes: {clash}")
-    recorded = (record.pop("moving", None), record.pop("fixed", None))
-    if pair is not None and recorded != (None, None) and recorded != tuple(pair):
-        raise InputError(f"{source}: the field of {recorded[0]} -> {recorded[1]}, not of "
-                         f"{pair[0]} -> {pair[1]}; score it as the pair it registered")
+    if pair is not None:
+        runs.check_pair(record, pair, source)
+    record.pop("moving", None)
+    record.pop("fixed", None)
     time_s = record.get("time_s")
     if time_s is not None and not isinstance(time_s, int | float):
         raise InputError(f"{source}: time_s must be a number, got {time_s!r}")

@@ -34,7 +34,6 @@ import torch
 
 from regbench.data.dataset import Dataset
 from regbench.io import (
-    output_lock,
     read_image,
     read_on_grid,
     voxel_spacing,
@@ -42,8 +41,8 @@ from regbench.io import (
     write_json,
 )
 from regbench.methods import Method
-from regbench.naming import FIELD_FILE, RUNTIME_FILE, SCORED_FILES
-from regbench.runs import claim_run
+from regbench.naming import FIELD_FILE, RUNTIME_FILE
+from regbench.runs import claim_run, clear_pair, pair_folder
 from regbench.runtime import versions
 
 log = logging.getLogger(__name__)
@@ -100,6 +99,7 @@ def register_pair(method: Method, dataset: Dataset, moving_id: str, fixed_id: st
     fixed = dataset.image(fixed_id)
     for subject in (moving_id, fixed_id):
         dataset.label_map(subject)
+    clear_pair(Path(out_dir))
     runtime = _register_and_write(method, moving, fixed, dataset.spacing, dataset.affine,
                                   Path(out_dir), slice_step, (moving_id, fixed_id))
     return evaluate_dataset_pair(dataset, moving_id, fixed_id, runtime.pop("field"), out_dir,
@@ -112,8 +112,9 @@ def register_pairs(method: Method, dataset: Dataset, pairs: Sequence[tuple[str, 
     """Register each ``(moving, fixed)`` pair of a prepared dataset, without scoring it.
 
     Writes ``out_root/{moving}/{fixed}/field.nii.gz`` and ``runtime.json`` per pair (and removes
-    a stale ``metrics.json`` there). Each pair is timed on its own; on a GPU only the first one
-    is preceded by the untimed warm-up, since the process is already warm for the others.
+    the scores of an earlier field there, :func:`regbench.runs.pair_folder`). Each pair is
+    timed on its own; on a GPU only the first one is preceded by the untimed warm-up, since the
+    process is already warm for the others.
 
     Args:
         method: the method, set up once for every pair.
@@ -139,7 +140,7 @@ def register_pairs(method: Method, dataset: Dataset, pairs: Sequence[tuple[str, 
             moving = _thinned(dataset.image(moving_id), slice_step)
             fixed = dataset.image(fixed_id)
             log.info("pair %d of %d: %s -> %s", index + 1, len(pairs), moving_id, fixed_id)
-            with output_lock(Path(out_root) / moving_id / fixed_id) as out_dir:
+            with pair_folder(out_root, moving_id, fixed_id) as out_dir:
                 runtime = _register_and_write(method, moving, fixed, dataset.spacing,
                                               dataset.affine, out_dir, slice_step,
                                               (moving_id, fixed_id), warm_up=index == 0)
@@ -178,6 +179,7 @@ def register_files(method: Method, moving_image: str | os.PathLike,
         read_on_grid(moving_labels, "labels", fixed.shape, affine, fixed_image, reorient)
         read_on_grid(fixed_labels, "labels", fixed.shape, affine, fixed_image)
     spacing = tuple(float(s) for s in voxel_spacing(affine))
+    clear_pair(Path(out_dir))
     runtime = _register_and_write(method, _thinned(moving, slice_step), fixed, spacing, affine,
                                   Path(out_dir), slice_step)
     runtime.pop("field")
@@ -206,8 +208,6 @@ def _register_and_write(method: Method, moving: np.ndarray, fixed: np.ndarray,
     """Time the method, write ``field.nii.gz`` and ``runtime.json``; returns the runtime record
     with the field under ``"field"``. ``subjects``: the pair's ``(moving, fixed)`` IDs, recorded
     so that the field cannot be scored as another pair."""
-    for stale in (RUNTIME_FILE, *SCORED_FILES):
-        (out_dir / stale).unlink(missing_ok=True)
     log.info("registering with %s (%s)", method.name, method.device_description())
     field, seconds = timed_register(method, moving, fixed, spacing, warm_up=warm_up)
     runtime = {"method": method.name, "time_s": seconds,

@@ -489,6 +489,61 @@ def syn_on_two_voxels(tmp, dataset, hold):
                  tmp / "out")
 
 
+# --- issue 22 ------------------------------------------------------------------------------
+
+
+def learn2reg_folder(tmp: Path, dataset: Dataset, name: str = "l2r") -> Path:
+    """A Learn2Reg folder of both test pairs (identity's fields, exported)."""
+    source = tmp / f"{name}-source"
+    assert main(register_pairs(dataset.root, source, "identity", "--test-pairs", pair=None)) == 0
+    assert main(["learn2reg-export", str(source), "--data", str(dataset.root), "--test-pairs",
+                 "--out", str(tmp / name)]) == 0
+    return tmp / name
+
+
+def learn2reg_import(folder: Path, dataset: Dataset, out_root: Path, *extra: str) -> list[str]:
+    return ["learn2reg-import", str(folder), "--data", str(dataset.root), "--out-root",
+            str(out_root), "--method", "external", *extra]
+
+
+def import_into_a_scored_run(tmp, dataset, hold):
+    """The import wrote its field beside affine's metrics.json, which aggregate then reported."""
+    out = tmp / "run"
+    assert main(register_pairs(dataset.root, out, "identity")) == 0
+    assert main(["evaluate-pairs", "--data", str(dataset.root), "--out-root", str(out),
+                 "--pair", "demo05", "demo06"]) == 0
+    return Setup(learn2reg_import(learn2reg_folder(tmp, dataset), dataset, out, "--pair",
+                                  "demo05", "demo06"), out)
+
+
+def import_over_another_import(tmp, dataset, hold):
+    out = tmp / "run"
+    assert main(learn2reg_import(learn2reg_folder(tmp, dataset), dataset, out,
+                                 "--test-pairs")) == 0
+    return Setup(learn2reg_import(learn2reg_folder(tmp, dataset, "other"), dataset, out,
+                                  "--test-pairs"), out)
+
+
+def import_labelled_like_a_method(tmp, dataset, hold):
+    return Setup(learn2reg_import(learn2reg_folder(tmp, dataset), dataset, tmp / "run",
+                                  "--test-pairs", "--label", "VoxelMorph"), tmp / "run")
+
+
+def export_mixed_run(tmp, dataset, hold):
+    run = mixed_run(tmp, dataset, keep_record=False)
+    return Setup(["learn2reg-export", str(run), "--data", str(dataset.root), "--test-pairs",
+                  "--out", str(tmp / "l2r")], tmp / "l2r")
+
+
+def export_field_of_the_reversed_pair(tmp, dataset, hold):
+    out = tmp / "run"
+    assert main(register_pairs(dataset.root, out, "affine", pair=("demo06", "demo05"))) == 0
+    (out / "demo05").mkdir()
+    os.replace(out / "demo06" / "demo05", out / "demo05" / "demo06")
+    return Setup(["learn2reg-export", str(out), "--data", str(dataset.root), "--pair", "demo05",
+                  "demo06", "--out", str(tmp / "l2r")], tmp / "l2r")
+
+
 class Case(NamedTuple):
     setup: SetupFunction
     fragment: str
@@ -563,6 +618,17 @@ CASES = {
                                              "not a pair this command scores"),
     "complex-image": Case(complex_image, "complex-valued image"),
     "syn-on-two-voxels": Case(syn_on_two_voxels, "ANTs failed on volumes of (2, 2, 2)"),
+    # issue 22
+    "import-into-a-scored-run": Case(import_into_a_scored_run,
+                                     "holds a pair of another run ('identity'"),
+    "import-over-another-import": Case(import_over_another_import,
+                                       "holds a pair of another run ('external'"),
+    "import-labelled-like-a-method": Case(import_labelled_like_a_method,
+                                          "the name or label of the suite's method 'voxelmorph'"),
+    "export-mixed-run": Case(export_mixed_run, "a run folder holds one method's pairs"),
+    "export-field-of-the-reversed-pair": Case(
+        export_field_of_the_reversed_pair,
+        "the field of demo06 -> demo05, not of demo05 -> demo06"),
 }
 
 
