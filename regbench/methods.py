@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import json
 import math
 import os
 import pkgutil
@@ -221,13 +222,15 @@ class LearnedMethod(Method):
             path: ``model.pt`` (or, with ``allow_unfinished``, a ``checkpoint.pt``).
             device: where the network runs.
             allow_unfinished: accept a checkpoint of an unfinished training run.
-            overrides: options replacing the checkpoint's.
+            overrides: options, each the value the network was trained with (the runtime
+                record names the method's options, which must be those of its weights).
 
         Raises:
             ValueError: the checkpoint is of another method, of an unfinished run (without
-                ``allow_unfinished``), or its weights do not fit the network of these options.
+                ``allow_unfinished``), was trained with other values of ``overrides``, or its
+                weights do not fit the network of these options.
         """
-        from regbench.training.checkpoint import checkpoint_record, load_checkpoint
+        from regbench.training.checkpoint import checkpoint_record, load_checkpoint, plain
 
         state = load_checkpoint(path)
         if state["method"] != cls.name:
@@ -246,6 +249,14 @@ class LearnedMethod(Method):
             raise ValueError(f"{path}: the checkpoint's weights do not fit the network of "
                              f"options {method.options} ({first.rstrip(':')}); give the "
                              "options it was trained with, or none") from None
+        # After the weights: an option that changes the network's shape is refused by their
+        # error, which names the layer.
+        for key, value in overrides.items():
+            if key in state["options"] and plain(value) != plain(state["options"][key]):
+                raise ValueError(f"{path}: the model was trained with {key}="
+                                 f"{json.dumps(plain(state['options'][key]))}, not {key}="
+                                 f"{json.dumps(plain(value))}; give the options it was trained "
+                                 "with, or none")
         method.network.eval()
         method.checkpoint = record
         return method.to(device)

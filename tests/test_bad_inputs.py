@@ -544,6 +544,15 @@ def export_field_of_the_reversed_pair(tmp, dataset, hold):
                   "demo06", "--out", str(tmp / "l2r")], tmp / "l2r")
 
 
+def option_not_trained_with(tmp, dataset, hold):
+    """register-pairs accepted smoothness_weight=5 for a model trained with 1.0, and recorded 5."""
+    model = tmp / "model"
+    assert main(train_small(dataset.root, model)) == 0
+    return Setup(register_pairs(dataset.root, tmp / "run", "dualprnet", "--checkpoint",
+                                str(model / "model.pt"), "--option", "smoothness_weight=5"),
+                 tmp / "run")
+
+
 class Case(NamedTuple):
     setup: SetupFunction
     fragment: str
@@ -625,6 +634,8 @@ CASES = {
                                        "holds a pair of another run ('external'"),
     "import-labelled-like-a-method": Case(import_labelled_like_a_method,
                                           "the name or label of the suite's method 'voxelmorph'"),
+    "option-not-trained-with": Case(option_not_trained_with,
+                                    "trained with smoothness_weight=1.0, not smoothness_weight=5"),
     "export-mixed-run": Case(export_mixed_run, "a run folder holds one method's pairs"),
     "export-field-of-the-reversed-pair": Case(
         export_field_of_the_reversed_pair,
@@ -797,3 +808,14 @@ def test_ctrl_c_in_register_says_interrupted(demo_dataset, tmp_path, capsys, mon
     monkeypatch.setattr(get_method("identity"), "register", ctrl_c)
     code, err = run_cli(register_dataset(demo_dataset.root, tmp_path / "out"), capsys)
     assert code == 130 and err.strip().splitlines()[-1] == "regbench: interrupted", err
+
+
+def test_a_learned_method_registers_with_the_options_it_was_trained_with(demo_dataset, tmp_path):
+    """Issue 22: options given beside a checkpoint must be the trained ones, and are recorded."""
+    model = tmp_path / "model"
+    assert main(train_small(demo_dataset.root, model)) == 0
+    assert main(register_pairs(demo_dataset.root, tmp_path / "run", "dualprnet", "--checkpoint",
+                               str(model / "model.pt"), "--option", "smoothness_weight=1",
+                               "--option", "levels=2")) == 0
+    runtime = json.loads((tmp_path / "run" / "demo05" / "demo06" / "runtime.json").read_text())
+    assert runtime["options"] == load_checkpoint(model / "model.pt")["options"]
