@@ -132,18 +132,20 @@ def evaluate_dataset_pair(
     ``field`` is a ``(3, X, Y, Z)`` array or the path of a field NIfTI (:func:`regbench.io.
     read_field`) on the dataset grid. ``runtime`` is the method's runtime record (a mapping or the
     path of its ``runtime.json``); its keys are merged into the result (absent ones are
-    ``null``, except ``versions``: this process's, and ``options``: ``{}``). ``slice_step`` is the
-    moving image's slice thinning (:func:`regbench.degrade.thin_slices`, axis 1): the warped
-    image is made from the thinned image the method registered, the labels are the original
-    ones. ``None`` takes it from the runtime record (default 1). Writes the files of this
-    module's docstring (without the warped volumes when not ``keep_volumes``); returns the
-    ``metrics.json`` record.
+    ``null``, except ``versions``: this process's, and ``options``: ``{}``); a record of another
+    pair, or of the pair's data before they were prepared again (its ``data_fingerprint``), is
+    refused. ``slice_step`` is the moving image's slice thinning (:func:`regbench.degrade.
+    thin_slices`, axis 1): the warped image is made from the thinned image the method
+    registered, the labels are the original ones. ``None`` takes it from the runtime record
+    (default 1). Writes the files of this module's docstring (without the warped volumes when
+    not ``keep_volumes``); returns the ``metrics.json`` record.
     """
     out_dir = Path(out_dir)
     (out_dir / METRICS_FILE).unlink(missing_ok=True)
     manifest = dataset.root / MANIFEST
     field_array, field_name = _load_field(field, dataset.shape, dataset.affine, manifest)
-    record = _runtime_record(runtime, slice_step, (moving, fixed))
+    record = _runtime_record(runtime, slice_step, (moving, fixed),
+                             dataset.fingerprint([moving, fixed]))
     moving_image = dataset.image(moving)
     moving_labels = dataset.label_map(moving)
     fixed_labels = dataset.label_map(fixed)
@@ -301,12 +303,14 @@ def _load_field(field: FieldInput, shape: Sequence[int], affine: np.ndarray,
 
 
 def _runtime_record(runtime: RuntimeInput, slice_step: int | None,
-                    pair: tuple[str, str] | None = None) -> dict[str, Any]:
+                    pair: tuple[str, str] | None = None,
+                    data_fingerprint: str | None = None) -> dict[str, Any]:
     """The method's runtime record with every :data:`RUNTIME_KEYS` key present.
 
     Missing entries are ``None`` (``versions``: this process's versions; ``options``: ``{}``).
     The ``moving`` and ``fixed`` subject IDs it records must be ``pair``'s (they are dropped:
-    the evaluation writes its own).
+    the evaluation writes its own), and a ``data_fingerprint`` it records must be
+    ``data_fingerprint``, that of the pair's files now.
     """
     source = "runtime record"
     if runtime is None:
@@ -323,6 +327,11 @@ def _runtime_record(runtime: RuntimeInput, slice_step: int | None,
         raise InputError(f"{source}: holds keys the evaluation computes: {clash}")
     if pair is not None:
         runs.check_pair(record, pair, source)
+    recorded_data = record.get("data_fingerprint")
+    if data_fingerprint is not None and recorded_data not in (None, data_fingerprint):
+        raise InputError(f"{source}: a field made from other data than the pair's files now "
+                         f"(fingerprint {str(recorded_data)[:12]} != {data_fingerprint[:12]}): "
+                         "the dataset was prepared again since; register the pair again")
     record.pop("moving", None)
     record.pop("fixed", None)
     time_s = record.get("time_s")

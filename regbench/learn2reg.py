@@ -106,7 +106,8 @@ def import_learn2reg(folder: str | os.PathLike, dataset: Dataset,
     Every pair's file is found and read, and the run folder claimed (:func:`regbench.runs.
     claim_run`: the identity is the method, the label and the Learn2Reg folder), before anything
     is written. Each pair folder ``out_root/{moving}/{fixed}/`` then gets ``field.nii.gz`` and a
-    ``runtime.json`` naming ``method`` (and ``label``) and the pair, with time and device
+    ``runtime.json`` naming ``method`` (and ``label``), the pair and its data (fingerprint, as
+    the suite's registration records it), with time and device
     ``null``: Learn2Reg files do not say them. The scores of an earlier field there are removed.
 
     Args:
@@ -138,7 +139,8 @@ def import_learn2reg(folder: str | os.PathLike, dataset: Dataset,
                 write_field(folder_of_pair / FIELD_FILE, field, dataset.affine)
                 write_json(folder_of_pair / RUNTIME_FILE,
                            {**identity, "time_s": None, "device": None, "moving": moving,
-                            "fixed": fixed})
+                            "fixed": fixed,
+                            "data_fingerprint": dataset.fingerprint([moving, fixed])})
             written.append(folder_of_pair / FIELD_FILE)
     log.info("imported %d Learn2Reg fields of %s from %s into %s", len(written), method, folder,
              out_root)

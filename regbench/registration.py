@@ -4,7 +4,9 @@ Per pair, in its folder::
 
     field.nii.gz     the method's displacement field, (X, Y, Z, 3) voxel units, pull convention
     runtime.json     {"method", "time_s", "device", "versions", "options", "slice_step",
-                      "moving", "fixed" (subject IDs), "checkpoint" (a learned method's)}
+                      "moving", "fixed" (subject IDs), "data_fingerprint" (of the pair's
+                      files, :meth:`regbench.data.dataset.Dataset.fingerprint`),
+                      "checkpoint" (a learned method's)}
 
 :func:`register_pairs` writes only these two files, for many pairs of a prepared dataset with
 the method set up once (a learned method loads its network once): the workflow's registration
@@ -101,7 +103,8 @@ def register_pair(method: Method, dataset: Dataset, moving_id: str, fixed_id: st
         dataset.label_map(subject)
     clear_pair(Path(out_dir))
     runtime = _register_and_write(method, moving, fixed, dataset.spacing, dataset.affine,
-                                  Path(out_dir), slice_step, (moving_id, fixed_id))
+                                  Path(out_dir), slice_step, (moving_id, fixed_id),
+                                  dataset.fingerprint([moving_id, fixed_id]))
     return evaluate_dataset_pair(dataset, moving_id, fixed_id, runtime.pop("field"), out_dir,
                                  runtime=runtime, slice_step=slice_step)
 
@@ -143,7 +146,9 @@ def register_pairs(method: Method, dataset: Dataset, pairs: Sequence[tuple[str, 
             with pair_folder(out_root, moving_id, fixed_id) as out_dir:
                 runtime = _register_and_write(method, moving, fixed, dataset.spacing,
                                               dataset.affine, out_dir, slice_step,
-                                              (moving_id, fixed_id), warm_up=index == 0)
+                                              (moving_id, fixed_id),
+                                              dataset.fingerprint([moving_id, fixed_id]),
+                                              warm_up=index == 0)
             runtime.pop("field")
             records.append(runtime)
     return records
@@ -204,10 +209,12 @@ def _thinned(moving: np.ndarray, slice_step: int) -> np.ndarray:
 def _register_and_write(method: Method, moving: np.ndarray, fixed: np.ndarray,
                         spacing: tuple[float, float, float], affine: np.ndarray, out_dir: Path,
                         slice_step: int, subjects: tuple[str, str] | None = None,
+                        data_fingerprint: str | None = None,
                         warm_up: bool = True) -> dict[str, Any]:
     """Time the method, write ``field.nii.gz`` and ``runtime.json``; returns the runtime record
-    with the field under ``"field"``. ``subjects``: the pair's ``(moving, fixed)`` IDs, recorded
-    so that the field cannot be scored as another pair."""
+    with the field under ``"field"``. ``subjects``: the pair's ``(moving, fixed)`` IDs, and
+    ``data_fingerprint``: their files', recorded so that the field cannot be scored as another
+    pair, or on data prepared again."""
     log.info("registering with %s (%s)", method.name, method.device_description())
     field, seconds = timed_register(method, moving, fixed, spacing, warm_up=warm_up)
     runtime = {"method": method.name, "time_s": seconds,
@@ -215,6 +222,7 @@ def _register_and_write(method: Method, moving: np.ndarray, fixed: np.ndarray,
                "options": method.options, "slice_step": slice_step}
     if subjects is not None:
         runtime["moving"], runtime["fixed"] = subjects
+        runtime["data_fingerprint"] = data_fingerprint
     if getattr(method, "checkpoint", None) is not None:
         runtime["checkpoint"] = method.checkpoint
     write_field(out_dir / FIELD_FILE, field, affine)

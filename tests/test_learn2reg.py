@@ -136,4 +136,5 @@ def test_an_import_never_leaves_the_scores_of_another_field(demo_dataset, tmp_pa
     runtime = json.loads((run / moving / fixed / "runtime.json").read_text())
     assert runtime["options"] == {"learn2reg_folder": str(folders["second"])}
     assert (runtime["moving"], runtime["fixed"]) == (moving, fixed)
+    assert runtime["data_fingerprint"] == demo_dataset.fingerprint([moving, fixed])
     assert json.loads((run / "run.json").read_text())["label"] == "external"
