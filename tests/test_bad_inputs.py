@@ -563,6 +563,18 @@ def score_on_regenerated_data(tmp, dataset, hold):
                   "demo05", "demo06"], out)
 
 
+def without_package(method: str, command: str) -> SetupFunction:
+    """``command`` (register or register-pairs) of a method whose optional package is absent:
+    a ModuleNotFoundError after run.json and an empty pair folder were written."""
+    def setup(tmp, dataset, hold):
+        hold.enter_context(mock.patch.object(get_method(method), "requires",
+                                             {"regbench-absent-package": "baselines"}))
+        if command == "register":
+            return Setup(register_dataset(dataset.root, tmp / "out", method), tmp / "out")
+        return Setup(register_pairs(dataset.root, tmp / "run", method), tmp / "run")
+    return setup
+
+
 class Case(NamedTuple):
     setup: SetupFunction
     fragment: str
@@ -644,6 +656,13 @@ CASES = {
                                        "holds a pair of another run ('external'"),
     "import-labelled-like-a-method": Case(import_labelled_like_a_method,
                                           "the name or label of the suite's method 'voxelmorph'"),
+    "fireants-without-its-package": Case(without_package("fireants", "register-pairs"),
+                                         'install it with: pip install -e ".[baselines]"'),
+    "register-fireants-without-its-package": Case(without_package("fireants", "register"),
+                                                  'install it with: pip install -e '
+                                                  '".[baselines]"'),
+    "elastix-without-its-package": Case(without_package("elastix", "register-pairs"),
+                                        'needs regbench-absent-package, which is not installed'),
     "score-on-regenerated-data": Case(score_on_regenerated_data,
                                       "a field made from other data than the pair's files now"),
     "option-not-trained-with": Case(option_not_trained_with,

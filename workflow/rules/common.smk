@@ -79,15 +79,9 @@ def _check_config():
             if dataset not in DATASETS:
                 raise WorkflowError(f"config: experiment {name!r} names dataset {dataset!r}, "
                                     f"which is not under `datasets` ({', '.join(DATASETS)})")
-    unknown = [name for name in INTERNAL if name not in naming.CANONICAL_METHODS]
-    if unknown:
-        available = _registered_methods()
-        for name in unknown:
-            if available is not None and name not in available:
-                raise WorkflowError(
-                    f"config: method {name!r} under `methods` is not a regbench method "
-                    f"({', '.join(available)}); add its file to baselines/, models/ or a folder "
-                    "of REGBENCH_METHOD_PATH, or give it a rule_file")
+    available = _registered_methods()
+    for name in INTERNAL if available is not None else ():
+        _check_method(name, available)
     for name in EXTERNAL:
         if METHODS[name]["learned"]:
             raise WorkflowError(f"config: external method {name!r} cannot be `learned`; its "
@@ -112,13 +106,38 @@ def _check_config():
 
 
 def _registered_methods():
-    """The method registry's names, or None where it cannot be imported (Snakemake's own
-    environment need not hold PyTorch: the rules' environment then finds an unknown method)."""
+    """The method registry (name -> class), or None where it cannot be imported (Snakemake's own
+    environment need not hold PyTorch: the rules' environment then finds what is wrong)."""
     try:
         from regbench.methods import available_methods
     except ImportError:
         return None
-    return list(available_methods())
+    return available_methods()
+
+
+def _check_method(name, available):
+    """Refuse, when the DAG is built, what would fail only when the method's jobs run: a method
+    that is not registered, a missing optional package, `learned` that is not the method's, an
+    option it does not take (each option alone; its device is not checked: jobs may run on
+    another machine)."""
+    cls = available.get(name)
+    if cls is None:
+        raise WorkflowError(
+            f"config: method {name!r} under `methods` is not a regbench method "
+            f"({', '.join(available)}); add its file to baselines/, models/ or a folder "
+            "of REGBENCH_METHOD_PATH, or give it a rule_file")
+    missing = cls.missing_packages()
+    if missing:
+        raise WorkflowError(f"config: methods.{name}: {missing}")
+    if METHODS[name]["learned"] != cls.learned:
+        raise WorkflowError(
+            f"config: methods.{name}: learned: {str(METHODS[name]['learned']).lower()}, but "
+            f"{name!r} is {'a' if cls.learned else 'not a'} learned method; write learned: "
+            f"{str(cls.learned).lower()}")
+    try:
+        cls.check_options(METHODS[name].get("options") or {})
+    except ValueError as err:
+        raise WorkflowError(f"config: methods.{name}.options: {err}") from None
 
 
 # --- datasets and pairs ---------------------------------------------------------------------
