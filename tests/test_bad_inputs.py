@@ -575,6 +575,15 @@ def without_package(method: str, command: str) -> SetupFunction:
     return setup
 
 
+def prepare_lpba40(*extra: str) -> SetupFunction:
+    """``prepare lpba40`` with ``extra``: --seed -1 and --threads 0 ended in a traceback."""
+    def setup(tmp, dataset, hold):
+        (tmp / "raw").mkdir()
+        return Setup(["prepare", "lpba40", "--raw", str(tmp / "raw"), "--out", str(tmp / "out"),
+                      *extra], tmp / "out")
+    return setup
+
+
 class Case(NamedTuple):
     setup: SetupFunction
     fragment: str
@@ -663,6 +672,10 @@ CASES = {
                                                   '".[baselines]"'),
     "elastix-without-its-package": Case(without_package("elastix", "register-pairs"),
                                         'needs regbench-absent-package, which is not installed'),
+    "prepare-negative-seed": Case(prepare_lpba40("--seed", "-1"),
+                                  "--seed: must be a whole number >= 0, got '-1'"),
+    "prepare-zero-threads": Case(prepare_lpba40("--threads", "0"),
+                                 "--threads: must be a whole number >= 1, got '0'"),
     "score-on-regenerated-data": Case(score_on_regenerated_data,
                                       "a field made from other data than the pair's files now"),
     "option-not-trained-with": Case(option_not_trained_with,

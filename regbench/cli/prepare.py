@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from regbench.cli.arguments import whole_number
 from regbench.data.dataset import SPLITS
 from regbench.data.preparation import given_splits
 from regbench.io import InputError
@@ -32,10 +33,10 @@ def add_commands(subparsers) -> None:
             "subject is registered affinely (ANTs) to nilearn's MNI152 brain template on the "
             "FSL 1 mm grid, then cropped. Split: S01-S30 train, S31-S40 test."))
     _common(lpba40, "S01,S31")
-    lpba40.add_argument("--threads", type=int, default=None,
+    lpba40.add_argument("--threads", type=whole_number(1), default=None,
                         help="ITK threads for ANTs (default: 1; with more, ANTs' sampled "
                              "metric makes reruns differ slightly)")
-    lpba40.add_argument("--seed", type=int, default=0,
+    lpba40.add_argument("--seed", type=whole_number(0), default=0,
                         help="seed of ANTs' metric sampling (default: 0)")
     lpba40.set_defaults(func=run_prepare)
     mindboggle = datasets.add_parser(
