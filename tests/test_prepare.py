@@ -597,3 +597,12 @@ def test_manifest_is_json_with_provenance(lpba40_prepared):
     assert record["registration"]["itk_threads"] >= 1
     assert {"python", "numpy", "nibabel"} <= set(record["versions"])
     assert record["files"]["S31"]["image"][1].endswith("S31.delineation.skullstripped.img.gz")
+
+
+def test_mindboggle101_refuses_a_subject_in_two_group_folders(tmp_path):
+    """Issue 22: a subject folder in two group folders: the first was used without a word."""
+    for group in ("OASIS-TRT-20", "MMRR-21"):
+        (tmp_path / f"{group}_volumes" / "OASIS-TRT-20-1").mkdir(parents=True)
+    with pytest.raises(InputError, match="subject OASIS-TRT-20-1 is in OASIS-TRT-20_volumes/ "
+                                         "and in MMRR-21_volumes/"):
+        mindboggle101.find_subjects(tmp_path)

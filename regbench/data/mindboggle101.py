@@ -256,6 +256,9 @@ def find_subjects(raw: str | os.PathLike) -> dict[str, str]:
 
     Groups in :data:`~regbench.data.protocol.MINDBOGGLE101_GROUPS` order, subjects in natural
     order within a group (``NKI-TRT-20-2`` before ``NKI-TRT-20-10``).
+
+    Raises:
+        InputError: a subject's folder is in two group folders (which one holds its volumes?).
     """
     raw = Path(raw)
     found: dict[str, str] = {}
@@ -265,7 +268,10 @@ def find_subjects(raw: str | os.PathLike) -> dict[str, str]:
             continue
         names = [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
         for name in sorted(names, key=_natural):
-            found.setdefault(name, group)
+            if name in found:
+                raise InputError(f"{raw}: subject {name} is in {group_folder(found[name])}/ and "
+                                 f"in {group_folder(group)}/; keep one of the two folders")
+            found[name] = group
     return found
 
 
