@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from regbench.data.dataset import Dataset
+from regbench.degrade import check_slice_step, thin_slices
 from regbench.io import (
     read_image,
     read_on_grid,
@@ -137,6 +138,7 @@ def register_pairs(method: Method, dataset: Dataset, pairs: Sequence[tuple[str, 
     """
     for subject in {s for pair in pairs for s in pair}:
         dataset.image_path(subject)
+    check_slice_step(slice_step, dataset.shape[1])
     records = []
     with claim_run(out_root, run_identity(method, slice_step), replace_stale):
         for index, (moving_id, fixed_id) in enumerate(pairs):
@@ -184,9 +186,10 @@ def register_files(method: Method, moving_image: str | os.PathLike,
         read_on_grid(moving_labels, "labels", fixed.shape, affine, fixed_image, reorient)
         read_on_grid(fixed_labels, "labels", fixed.shape, affine, fixed_image)
     spacing = tuple(float(s) for s in voxel_spacing(affine))
+    moving = _thinned(moving, slice_step)
     clear_pair(Path(out_dir))
-    runtime = _register_and_write(method, _thinned(moving, slice_step), fixed, spacing, affine,
-                                  Path(out_dir), slice_step)
+    runtime = _register_and_write(method, moving, fixed, spacing, affine, Path(out_dir),
+                                  slice_step)
     runtime.pop("field")
     if moving_labels is None:
         return runtime
@@ -197,13 +200,8 @@ def register_files(method: Method, moving_image: str | os.PathLike,
 
 
 def _thinned(moving: np.ndarray, slice_step: int) -> np.ndarray:
-    if slice_step < 1:
-        raise ValueError(f"slice step must be >= 1, got {slice_step}")
-    if slice_step == 1:
-        return moving
-    from regbench.degrade import thin_slices
-
-    return thin_slices(moving, step=slice_step, axis=1)
+    check_slice_step(slice_step, moving.shape[1])
+    return moving if slice_step == 1 else thin_slices(moving, step=slice_step, axis=1)
 
 
 def _register_and_write(method: Method, moving: np.ndarray, fixed: np.ndarray,

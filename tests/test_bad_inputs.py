@@ -676,6 +676,23 @@ CASES = {
                                   "--seed: must be a whole number >= 0, got '-1'"),
     "prepare-zero-threads": Case(prepare_lpba40("--threads", "0"),
                                  "--threads: must be a whole number >= 1, got '0'"),
+    "crop-jitter-beyond-the-grid": Case(
+        lambda tmp, dataset, hold: Setup(train_small(dataset.root, tmp / "out", "--crop-jitter",
+                                                     "100"), tmp / "out"),
+        "crop_jitter 100: moving and fixed would part by up to 200 voxels on a grid of "
+        "40x48x40; give at most 19"),
+    "slice-step-beyond-the-grid": Case(
+        lambda tmp, dataset, hold: Setup(register_pairs(dataset.root, tmp / "run", "identity",
+                                                        "--slice-step", "1000"), tmp / "run"),
+        "slice step 1000: keeps 1 of the 48 slices along axis 1; give a step from 1 to 47"),
+    "train-slice-step-beyond-the-grid": Case(
+        lambda tmp, dataset, hold: Setup(train_small(dataset.root, tmp / "out",
+                                                     "--slice-step", "48"), tmp / "out"),
+        "slice step 48: keeps 1 of the 48 slices"),
+    "register-slice-step-beyond-the-grid": Case(
+        lambda tmp, dataset, hold: Setup(register_dataset(dataset.root, tmp / "out", "identity",
+                                                          "--slice-step", "1000"), tmp / "out"),
+        "slice step 1000: keeps 1 of the 48 slices"),
     "score-on-regenerated-data": Case(score_on_regenerated_data,
                                       "a field made from other data than the pair's files now"),
     "option-not-trained-with": Case(option_not_trained_with,
