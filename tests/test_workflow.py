@@ -258,6 +258,16 @@ def test_bad_configuration_is_refused_with_a_message(change, message, tmp_path):
     assert message in done.stdout, done.stdout[-3000:]
 
 
+def test_a_key_given_twice_fails_the_dry_run(tmp_path):
+    """Issue 22: YAML keeps the last of two equal keys, so a setting given twice lost a value."""
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(PAPER.read_text() + "\ntrain:\n  steps: 10\n")
+    done = snakemake("-n", "--configfile", str(twice), check=False)
+    assert done.returncode != 0
+    assert f"config: {twice}, line " in done.stdout, done.stdout[-3000:]
+    assert "key 'train' is given twice in one mapping" in done.stdout, done.stdout[-3000:]
+
+
 NEEDS_ABSENT_PACKAGE = """
 from regbench.methods import Method
 

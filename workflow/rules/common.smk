@@ -21,6 +21,7 @@ import shlex
 import sys
 from typing import NamedTuple
 
+import yaml
 from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, workflow.basedir)  # this checkout's regbench, installed or not
@@ -64,6 +65,8 @@ PER_RUN_REGEX = f"(?:{_alternatives(PER_RUN)}){SLICE_SUFFIX}"
 
 
 def _check_config():
+    for path in workflow.configfiles:
+        _check_unique_keys(path)
     for name, experiment in config["experiments"].items():
         if name in RESERVED_FOLDERS:
             raise WorkflowError(f"config: experiment name {name!r} is reserved "
@@ -103,6 +106,29 @@ def _check_config():
         pair = figure_pair(dataset)
         if pair not in test_pairs(dataset):
             raise WorkflowError(f"config: figures pair {pair} is not a test pair of {dataset}")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key written twice in one mapping (PyYAML keeps the last
+    without a word, so a setting given twice would silently lose one of its values)."""
+
+    def construct_mapping(self, node, deep=False):
+        self.flatten_mapping(node)
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise WorkflowError(
+                    f"config: {key_node.start_mark.name}, line {key_node.start_mark.line + 1}: "
+                    f"key {key!r} is given twice in one mapping (YAML would keep the last); "
+                    "keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _check_unique_keys(path):
+    with open(path) as file:
+        yaml.load(file, Loader=_UniqueKeyLoader)
 
 
 def _registered_methods():
