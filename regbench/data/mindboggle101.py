@@ -40,6 +40,7 @@ from regbench.data.preparation import (
     parse_subjects,
     scale_by_maximum,
     staged_dataset,
+    warn_without_test_pairs,
 )
 from regbench.data.resolution import (
     block_factor,
@@ -376,6 +377,7 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
         if splits is None:
             splits = {split: [s for s in chosen if groups[s] in split_groups]
                       for split, split_groups in protocol.MINDBOGGLE101_SPLIT_GROUPS.items()}
+            warn_without_test_pairs(splits)
         manifest = make_manifest(
             name="mindboggle101",
             source=("Mindboggle-101 <GROUP>_volumes_in_MNI152 (mindboggle.info, CC BY-NC-SA "
