@@ -224,6 +224,8 @@ class LearnedMethod(Method):
         self._device = torch.device("cpu")
         self.checkpoint: dict[str, Any] | None = None
         """``{"sha256", "step", "steps"}`` of the checkpoint loaded (:meth:`from_checkpoint`)."""
+        self.trained_on: dict[str, Any] | None = None
+        """The checkpoint's record of its training data: dataset name, splits, fingerprint."""
 
     def build_network(self) -> torch.nn.Module:
         raise NotImplementedError
@@ -289,6 +291,7 @@ class LearnedMethod(Method):
                                  "with, or none")
         method.network.eval()
         method.checkpoint = record
+        method.trained_on = state.get("dataset")
         return method.to(device)
 
     @torch.no_grad()

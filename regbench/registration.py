@@ -102,6 +102,7 @@ def register_pair(method: Method, dataset: Dataset, moving_id: str, fixed_id: st
     fixed = dataset.image(fixed_id)
     for subject in (moving_id, fixed_id):
         dataset.label_map(subject)
+    warn_other_training_data(method, dataset)
     clear_pair(Path(out_dir))
     runtime = _register_and_write(method, moving, fixed, dataset.spacing, dataset.affine,
                                   Path(out_dir), slice_step, (moving_id, fixed_id),
@@ -139,6 +140,7 @@ def register_pairs(method: Method, dataset: Dataset, pairs: Sequence[tuple[str, 
     for subject in {s for pair in pairs for s in pair}:
         dataset.image_path(subject)
     check_slice_step(slice_step, dataset.shape[1])
+    warn_other_training_data(method, dataset)
     records = []
     with claim_run(out_root, run_identity(method, slice_step), replace_stale):
         for index, (moving_id, fixed_id) in enumerate(pairs):
@@ -154,6 +156,23 @@ def register_pairs(method: Method, dataset: Dataset, pairs: Sequence[tuple[str, 
             runtime.pop("field")
             records.append(runtime)
     return records
+
+
+def warn_other_training_data(method: Method, dataset: Dataset) -> None:
+    """Warn when a learned method registers a dataset whose training and validation files are
+    not those it was trained on: another grid (a model of 4 mm data on 8 mm data), data
+    prepared again, or another dataset. A model transferred on purpose may mean to; it is said."""
+    trained_on = getattr(method, "trained_on", None)
+    if not trained_on:
+        return
+    training = [*dataset.train, *dataset.val]
+    if trained_on.get("fingerprint") != dataset.fingerprint(training):
+        log.warning("%s was trained on other data than the training split of %s (dataset %r "
+                    "of %d subjects; here %r on a grid of %s at %s mm): a network registers "
+                    "well only the grid and intensities it learned", method.name, dataset.root,
+                    trained_on.get("name"), len(trained_on.get("train", [])), dataset.name,
+                    "x".join(map(str, dataset.shape)),
+                    "x".join(f"{s:g}" for s in dataset.spacing))
 
 
 def run_identity(method: Method, slice_step: int) -> dict[str, Any]:
