@@ -48,6 +48,10 @@ CONVENTION_TITLES: dict[str, str] = {"faim": "FAIM convention", "merged": "merge
 TABLE_KINDS: tuple[str, ...] = ("main", "ablation", "slice_spacing")
 """The kinds of tables (``regbench tables --kind``), one per experiment of the paper."""
 
+TABLE_NEEDS: dict[str, tuple[str, ...]] = {"ablation": ("dualprnet-ssf", "dualprnet-dsf")}
+"""Methods of which a table kind (and the experiment of its name) holds one at least, or it
+shows nothing of what it is about: the reduced Dual-PRNets of the paper's ablation."""
+
 MIN_SUBJECTS = 4
 """Fewest demo subjects: the test split needs at least 2."""
 MAX_TEST_SUBJECTS = 4

@@ -584,6 +584,13 @@ def prepare_lpba40(*extra: str) -> SetupFunction:
     return setup
 
 
+def ablation_table_of_main_runs(tmp, dataset, hold):
+    """tables --kind ablation wrote an ablation table with no ablation method in it."""
+    table = per_pair_table(tmp, dataset)  # identity alone, as in the main experiment
+    return Setup(["tables", "--kind", "ablation", "--per-pair", str(table), "--out-dir",
+                  str(tmp / "tables")], tmp / "tables")
+
+
 class Case(NamedTuple):
     setup: SetupFunction
     fragment: str
@@ -693,6 +700,9 @@ CASES = {
         lambda tmp, dataset, hold: Setup(register_dataset(dataset.root, tmp / "out", "identity",
                                                           "--slice-step", "1000"), tmp / "out"),
         "slice step 1000: keeps 1 of the 48 slices"),
+    "ablation-table-of-main-runs": Case(ablation_table_of_main_runs,
+                                        "no run of the ablation (dualprnet-ssf, dualprnet-dsf), "
+                                        "only identity"),
     "score-on-regenerated-data": Case(score_on_regenerated_data,
                                       "a field made from other data than the pair's files now"),
     "option-not-trained-with": Case(option_not_trained_with,

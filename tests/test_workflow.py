@@ -247,9 +247,12 @@ def without_raw(config: dict) -> None:
      "methods.affine: learned: true, but 'affine' is not a learned method"),
     (lambda c: c["methods"].update(syn={"options": {"reg_iterations": "many"}}),
      "methods.syn.options: method 'syn': option reg_iterations='many'"),
+    (lambda c: c["experiments"]["ablation"].update(methods=["identity", "dualprnet"]),
+     "experiment 'ablation' runs none of dualprnet-ssf, dualprnet-dsf"),
 ], ids=["unknown-key", "missing-raw", "unknown-method", "method-not-registered",
         "reserved-name", "figure-pair",
-        "one-test-subject", "demo-test-subjects", "learned-classical-method", "bad-option"])
+        "one-test-subject", "demo-test-subjects", "learned-classical-method", "bad-option",
+        "ablation-without-ablation-methods"])
 def test_bad_configuration_is_refused_with_a_message(change, message, tmp_path):
     config = yaml.safe_load(PAPER.read_text())
     change(config)

@@ -78,6 +78,11 @@ def _check_config():
             if method in EXTERNAL and experiment["slice_steps"] != [1]:
                 raise WorkflowError(f"config: experiment {name!r}: external method {method!r} "
                                     "runs at slice step 1 only")
+        needed = naming.TABLE_NEEDS.get(name, ())
+        if needed and not set(experiment["methods"]) & set(needed):
+            raise WorkflowError(f"config: experiment {name!r} runs none of "
+                                f"{', '.join(needed)}: its table would show nothing of the "
+                                f"{name}")
         for dataset in experiment.get("datasets", []):
             if dataset not in DATASETS:
                 raise WorkflowError(f"config: experiment {name!r} names dataset {dataset!r}, "
