@@ -107,8 +107,8 @@ def import_learn2reg(folder: str | os.PathLike, dataset: Dataset,
     claim_run`: the identity is the method, the label and the Learn2Reg folder), before anything
     is written. Each pair folder ``out_root/{moving}/{fixed}/`` then gets ``field.nii.gz`` and a
     ``runtime.json`` naming ``method`` (and ``label``), the pair and its data (fingerprint, as
-    the suite's registration records it), with time and device
-    ``null``: Learn2Reg files do not say them. The scores of an earlier field there are removed.
+    the suite's registration records it), with time and device ``null``: Learn2Reg files do not
+    say them. The scores of an earlier field there are removed.
 
     Args:
         folder: The Learn2Reg folder.
@@ -130,7 +130,7 @@ def import_learn2reg(folder: str | os.PathLike, dataset: Dataset,
         raise InputError(f"{folder}: not a folder")
     fields = [read_learn2reg_field(find_learn2reg_file(folder, m, f), dataset.shape)
               for m, f in pairs]
-    identity = {"method": method, "label": label or method, "checkpoint": None,
+    identity = {"method": method, "label": label or method,
                 "options": {"learn2reg_folder": str(folder)}, "slice_step": 1}
     written = []
     with claim_run(out_root, identity, replace_stale):

@@ -57,7 +57,8 @@ def identity_of(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def describe(identity: Mapping[str, Any]) -> str:
-    """A short name of an identity for messages: the method, options, step and checkpoint."""
+    """A short name of an identity for messages: the method, options, label, step and
+    checkpoint."""
     text = f"{identity.get('method')!r} with options {json.dumps(identity.get('options'))}"
     if identity.get("label") is not None:
         text += f" labelled {identity['label']!r}"
@@ -210,8 +211,8 @@ def check_run(runtime: Mapping[str, Any], run_folder: Path, source: str | os.Pat
     """Refuse a pair's runtime record that contradicts the record of its run folder (if any).
 
     Raises:
-        InputError: ``run_folder/run.json`` names another method, options, slice step or
-            checkpoint than ``runtime``.
+        InputError: ``run_folder/run.json`` names another method, options, slice step,
+            checkpoint or label than ``runtime``.
     """
     path = run_folder / RUN_RECORD
     if not path.is_file():
