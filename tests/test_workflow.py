@@ -249,10 +249,13 @@ def without_raw(config: dict) -> None:
      "methods.syn.options: method 'syn': option reg_iterations='many'"),
     (lambda c: c["experiments"]["ablation"].update(methods=["identity", "dualprnet"]),
      "experiment 'ablation' runs none of dualprnet-ssf, dualprnet-dsf"),
+    (lambda c: c["methods"].update(
+        mine={"rule_file": "workflow/rules/methods/example_external.smk", "label": "SyN"}),
+     "methods.mine: label 'SyN' is the label of method 'syn'"),
 ], ids=["unknown-key", "missing-raw", "unknown-method", "method-not-registered",
         "reserved-name", "figure-pair",
         "one-test-subject", "demo-test-subjects", "learned-classical-method", "bad-option",
-        "ablation-without-ablation-methods"])
+        "ablation-without-ablation-methods", "external-labelled-like-a-method"])
 def test_bad_configuration_is_refused_with_a_message(change, message, tmp_path):
     config = yaml.safe_load(PAPER.read_text())
     change(config)

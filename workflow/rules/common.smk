@@ -90,10 +90,19 @@ def _check_config():
     available = _registered_methods()
     for name in INTERNAL if available is not None else ():
         _check_method(name, available)
+    labels = {naming.CANONICAL_LABELS.get(name, name): name for name in INTERNAL}
+    if available is not None:
+        labels.update({cls.label: name for name, cls in available.items()})
     for name in EXTERNAL:
         if METHODS[name]["learned"]:
             raise WorkflowError(f"config: external method {name!r} cannot be `learned`; its "
                                 "rule file trains it if it needs to")
+        label = METHODS[name].get("label", name)
+        if label in labels:
+            raise WorkflowError(f"config: methods.{name}: label {label!r} is the label of "
+                                f"method {labels[label]!r}; the tables could not tell the two "
+                                "apart: give another")
+        labels[label] = name
     figure_method = config["figures"]["method"]
     if figure_method in METHODS and figure_method not in LEARNED:
         raise WorkflowError(f"config: figures.method {figure_method!r} is not a learned method")
