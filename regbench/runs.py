@@ -1,12 +1,20 @@
 """A run folder holds the pairs of one method: one identity, one writer of another identity.
 
-A *run* is one method, with its options, slice step and (learned) checkpoint, registering pairs
-into ``OUT_ROOT/{moving}/{fixed}/``. :func:`claim_run` is how ``register-pairs`` takes a run
-folder: it records the run's identity in ``OUT_ROOT/run.json`` and refuses a folder that holds
-pairs of another identity (or, asked to replace them, deletes those pairs first). Processes of
-the same identity share the folder (the workflow registers a run's pairs in parallel jobs); one
-of another identity is refused while they run. :func:`check_run` is how the scoring and the
-aggregation refuse a pair whose ``runtime.json`` contradicts its run.
+A *run* is one method, with its options, slice step and (learned) checkpoint (and, for fields
+made elsewhere, its label), registering pairs into ``OUT_ROOT/{moving}/{fixed}/``. This module is
+the one rule for what a run folder may hold, which every command that writes into one follows:
+
+- a writer of fields (``register-pairs``, ``learn2reg-import``) takes the folder with
+  :func:`claim_run`, which records the run's identity in ``OUT_ROOT/run.json`` and refuses a
+  folder that holds pairs of another identity (or, asked to replace them, deletes those pairs
+  first), and writes each pair inside :func:`pair_folder`, which removes what the field it
+  replaces left (its runtime record, scores and warped volumes). Processes of the same identity
+  share the folder (the workflow registers a run's pairs in parallel jobs); one of another
+  identity is refused while they run.
+- a reader of fields (``evaluate-pairs``, ``learn2reg-export``) takes the pairs through
+  :func:`read_run`, which refuses, before anything is written, a missing field, a field of
+  another pair (:func:`check_pair`) and a folder whose pairs or ``run.json`` name several runs.
+- :func:`check_run` is how the aggregation refuses a scored pair that contradicts its run.
 
 The lock is two ``flock`` files that stay in the folder: ``.regbench.run.lock``, held
 exclusively for the moment a process reads and writes the record, and ``.regbench.active.lock``,
@@ -22,20 +30,25 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from regbench.io import InputError, make_folder, read_json, write_json
+from regbench.io import InputError, make_folder, output_lock, read_json, write_json
+from regbench.naming import (
+    FIELD_FILE,
+    RUN_ACTIVE_LOCK,
+    RUN_RECORD,
+    RUN_RECORD_LOCK,
+    RUNTIME_FILE,
+    SCORED_FILES,
+)
 
 log = logging.getLogger(__name__)
 
-RUN_RECORD = "run.json"
-IDENTITY_KEYS = ("method", "options", "slice_step", "checkpoint")
-"""What makes two registrations one run (``checkpoint``: a learned method's hash and step)."""
-RECORD_LOCK = ".regbench.run.lock"
-ACTIVE_LOCK = ".regbench.active.lock"
-RUNTIME_FILE = "runtime.json"
+IDENTITY_KEYS = ("method", "options", "slice_step", "checkpoint", "label")
+"""What makes two registrations one run (``checkpoint``: a learned method's hash and step;
+``label``: how the tables name fields made elsewhere, ``None`` for the suite's methods)."""
 
 
 def identity_of(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -44,8 +57,11 @@ def identity_of(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def describe(identity: Mapping[str, Any]) -> str:
-    """A short name of an identity for messages: the method, options, step and checkpoint."""
+    """A short name of an identity for messages: the method, options, label, step and
+    checkpoint."""
     text = f"{identity.get('method')!r} with options {json.dumps(identity.get('options'))}"
+    if identity.get("label") is not None:
+        text += f" labelled {identity['label']!r}"
     if (identity.get("slice_step") or 1) > 1:
         text += f" at slice step {identity['slice_step']}"
     checkpoint = identity.get("checkpoint")
@@ -78,11 +94,11 @@ def claim_run(out_root: str | os.PathLike, identity: Mapping[str, Any],
     """
     out_root = make_folder(out_root, "run folder")
     identity = identity_of(identity)
-    record_lock = _open_lock(out_root / RECORD_LOCK)
+    record_lock = _open_lock(out_root / RUN_RECORD_LOCK)
     active = None
     try:
         fcntl.flock(record_lock, fcntl.LOCK_EX)  # held for the moment of the decision only
-        active = _open_lock(out_root / ACTIVE_LOCK)
+        active = _open_lock(out_root / RUN_ACTIVE_LOCK)
         stale = _stale(out_root, identity)
         if stale is None:
             _lock(active, fcntl.LOCK_SH)  # the same run: share the folder
@@ -118,12 +134,85 @@ def claim_run(out_root: str | os.PathLike, identity: Mapping[str, Any],
         os.close(active)
 
 
+@contextlib.contextmanager
+def pair_folder(out_root: str | os.PathLike, moving: str, fixed: str) -> Iterator[Path]:
+    """Hold the folder of one pair of a claimed run while its field is written into it: locked
+    (:func:`regbench.io.output_lock`) and cleared of what an earlier field left there."""
+    with output_lock(Path(out_root) / moving / fixed) as folder:
+        clear_pair(folder)
+        yield folder
+
+
+def clear_pair(folder: Path) -> None:
+    """Remove a pair folder's runtime record, scores and warped volumes, which belong to the
+    field about to be replaced: a new field is never left beside an old one's scores."""
+    for name in (RUNTIME_FILE, *SCORED_FILES):
+        (folder / name).unlink(missing_ok=True)
+
+
+def read_run(out_root: str | os.PathLike, pairs: Sequence[tuple[str, str]]
+             ) -> list[dict[str, Any]]:
+    """The runtime records of ``pairs`` of one run folder, each checked to belong there.
+
+    Args:
+        out_root: the run folder, holding ``{moving}/{fixed}/field.nii.gz`` and
+            ``runtime.json`` per pair.
+        pairs: ``(moving, fixed)`` subject IDs.
+
+    Returns:
+        The runtime records, in pair order.
+
+    Raises:
+        InputError: a pair's field or runtime record is missing or bad, a record names another
+            pair than its folder's, or the records name several runs or another run than the
+            folder's ``run.json``.
+    """
+    out_root = Path(out_root)
+    records: list[dict[str, Any]] = []
+    for moving, fixed in pairs:
+        field = out_root / moving / fixed / FIELD_FILE
+        if not field.is_file():
+            raise InputError(f"{field}: no field for moving {moving!r} and fixed {fixed!r}; "
+                             "register the pair first")
+        path = field.parent / RUNTIME_FILE
+        if not path.is_file():
+            raise InputError(f"{path}: missing; every field needs the runtime record of the "
+                             "method that made it (register the pair again)")
+        record = read_json(path)
+        if not isinstance(record, dict):
+            raise InputError(f"{path}: expected a JSON object, got {type(record).__name__}")
+        check_pair(record, (moving, fixed), path)
+        check_run(record, out_root, path)
+        if records and differences(records[0], record):
+            first = out_root / pairs[0][0] / pairs[0][1] / RUNTIME_FILE
+            raise InputError(
+                f"{path}: a pair of {describe(identity_of(record))}, while {first} is a pair "
+                f"of {describe(identity_of(records[0]))}: a run folder holds one method's "
+                "pairs; register them again with one method")
+        records.append(record)
+    return records
+
+
+def check_pair(runtime: Mapping[str, Any], pair: tuple[str, str],
+               source: str | os.PathLike) -> None:
+    """Refuse a runtime record of another pair than ``pair`` (a record without subject IDs, of a
+    field not made by the suite's registration, is taken as it is).
+
+    Raises:
+        InputError: the record's ``moving`` and ``fixed`` are not ``pair``'s.
+    """
+    recorded = (runtime.get("moving"), runtime.get("fixed"))
+    if recorded != (None, None) and recorded != tuple(pair):
+        raise InputError(f"{source}: the field of {recorded[0]} -> {recorded[1]}, not of "
+                         f"{pair[0]} -> {pair[1]}; score it as the pair it registered")
+
+
 def check_run(runtime: Mapping[str, Any], run_folder: Path, source: str | os.PathLike) -> None:
     """Refuse a pair's runtime record that contradicts the record of its run folder (if any).
 
     Raises:
-        InputError: ``run_folder/run.json`` names another method, options, slice step or
-            checkpoint than ``runtime``.
+        InputError: ``run_folder/run.json`` names another method, options, slice step,
+            checkpoint or label than ``runtime``.
     """
     path = run_folder / RUN_RECORD
     if not path.is_file():
