@@ -109,6 +109,7 @@ class Elastix(Method):
 
     name = "elastix"
     label = "elastix"
+    requires: ClassVar[dict[str, str]] = {"itk-elastix": "baselines"}
     defaults: ClassVar[dict[str, Any]] = {
         "affine_iterations": 1000,
         "bspline_iterations": 2000,

@@ -46,6 +46,7 @@ class FireANTs(Method):
 
     name = "fireants"
     label = "FireANTs"
+    requires: ClassVar[dict[str, str]] = {"fireants": "baselines"}
     defaults: ClassVar[dict[str, Any]] = {
         "mode": "greedy",
         "device": "auto",

@@ -10,6 +10,7 @@ both :mod:`regbench.methods`, which rebuilds a trained method from one, and
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import random
@@ -129,3 +130,9 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
         raise InputError(f"{path}: cannot write the checkpoint ({reason}); check that its disk "
                          "has free space and the folder is writable") from None
     log.debug("wrote %s (step %d)", path, state["step"])
+
+
+def plain(value: Any) -> Any:
+    """JSON-compatible copy (tuples become lists), so options compare as a checkpoint and the
+    run records hold them."""
+    return json.loads(json.dumps(value))

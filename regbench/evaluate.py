@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from regbench import runs
-from regbench.data.dataset import MANIFEST, Dataset
+from regbench.data.dataset import Dataset
 from regbench.degrade import thin_slices
 from regbench.io import (
     InputError,
@@ -40,6 +40,14 @@ from regbench.io import (
     write_json,
 )
 from regbench.metric_table import PairScoring, metric_keys, score
+from regbench.naming import (
+    FIELD_FILE,
+    MANIFEST,
+    METRICS_FILE,
+    RUNTIME_FILE,
+    WARPED_FILE,
+    WARPED_LABELS_FILE,
+)
 from regbench.runtime import versions
 from regbench.transforms import warp, warp_labels
 
@@ -55,8 +63,6 @@ def record_keys() -> tuple[str, ...]:
     metrics are the rows of :data:`regbench.metric_table.METRICS`."""
     return ("dataset", "method", "moving", "fixed", *metric_keys(), "time_s", "device",
             "slice_step", "versions", "options")
-
-METRICS_FILE = "metrics.json"
 
 FieldInput = np.ndarray | str | os.PathLike
 RuntimeInput = Mapping[str, Any] | str | os.PathLike | None
@@ -116,18 +122,20 @@ def evaluate_dataset_pair(
     ``field`` is a ``(3, X, Y, Z)`` array or the path of a field NIfTI (:func:`regbench.io.
     read_field`) on the dataset grid. ``runtime`` is the method's runtime record (a mapping or the
     path of its ``runtime.json``); its keys are merged into the result (absent ones are
-    ``null``, except ``versions``: this process's, and ``options``: ``{}``). ``slice_step`` is the
-    moving image's slice thinning (:func:`regbench.degrade.thin_slices`, axis 1): the warped
-    image is made from the thinned image the method registered, the labels are the original
-    ones. ``None`` takes it from the runtime record (default 1). Writes the files of this
-    module's docstring (without the warped volumes when not ``keep_volumes``); returns the
-    ``metrics.json`` record.
+    ``null``, except ``versions``: this process's, and ``options``: ``{}``); a record of another
+    pair, or of the pair's data before they were prepared again (its ``data_fingerprint``), is
+    refused. ``slice_step`` is the moving image's slice thinning (:func:`regbench.degrade.
+    thin_slices`, axis 1): the warped image is made from the thinned image the method
+    registered, the labels are the original ones. ``None`` takes it from the runtime record
+    (default 1). Writes the files of this module's docstring (without the warped volumes when
+    not ``keep_volumes``); returns the ``metrics.json`` record.
     """
     out_dir = Path(out_dir)
     (out_dir / METRICS_FILE).unlink(missing_ok=True)
     manifest = dataset.root / MANIFEST
     field_array, field_name = _load_field(field, dataset.shape, dataset.affine, manifest)
-    record = _runtime_record(runtime, slice_step, (moving, fixed))
+    record = _runtime_record(runtime, slice_step, (moving, fixed),
+                             dataset.fingerprint([moving, fixed]))
     moving_image = dataset.image(moving)
     moving_labels = dataset.label_map(moving)
     fixed_labels = dataset.label_map(fixed)
@@ -166,40 +174,21 @@ def evaluate_pairs(dataset: Dataset, pairs: Sequence[tuple[str, str]],
         The ``metrics.json`` records, in pair order.
 
     Raises:
-        InputError: a subject is not in the dataset; a pair's runtime record is missing, bad,
-            or of another setup than the others or the folder's ``run.json`` (checked before any
-            pair is scored); or a pair's field is missing or bad (the pairs before it are
-            scored).
+        InputError: a subject is not in the dataset; a pair's field or runtime record is
+            missing, or the record is bad, of another pair, or of another setup than the others or
+            the folder's ``run.json`` (:func:`regbench.runs.read_run`, checked before any pair
+            is scored); or a pair's field is bad (the pairs before it are scored).
     """
     for subject in {s for pair in pairs for s in pair}:
         dataset.image_path(subject)
-    _check_one_run(Path(out_root), pairs)
+    runs.read_run(out_root, pairs)
     records = []
     for moving, fixed in pairs:
         with output_lock(Path(out_root) / moving / fixed) as folder:
             records.append(evaluate_dataset_pair(
-                dataset, moving, fixed, folder / "field.nii.gz", folder,
-                runtime=folder / "runtime.json", keep_volumes=(moving, fixed) in keep_volumes))
+                dataset, moving, fixed, folder / FIELD_FILE, folder,
+                runtime=folder / RUNTIME_FILE, keep_volumes=(moving, fixed) in keep_volumes))
     return records
-
-
-def _check_one_run(out_root: Path, pairs: Sequence[tuple[str, str]]) -> None:
-    """Refuse a run folder whose pairs' runtime records name several registration setups, or
-    another setup than its ``run.json`` (:mod:`regbench.runs`)."""
-    first: tuple[dict[str, Any], Path] | None = None
-    for moving, fixed in pairs:
-        path = out_root / moving / fixed / "runtime.json"
-        record = read_json(path)
-        if not isinstance(record, dict):
-            raise InputError(f"{path}: expected a JSON object, got {type(record).__name__}")
-        runs.check_run(record, out_root, path)
-        if first is None:
-            first = record, path
-        elif runs.differences(first[0], record):
-            raise InputError(
-                f"{path}: a pair of {runs.describe(runs.setup_of(record))}, while {first[1]} "
-                f"is a pair of {runs.describe(runs.setup_of(first[0]))}: a run folder holds "
-                "one method's pairs; register them again with one method")
 
 
 def evaluate_paths(
@@ -271,7 +260,7 @@ def _evaluate_and_write(out_dir: Path, *, head: dict[str, Any], runtime: dict[st
     record = {"dataset": head["dataset"], "method": runtime["method"], "moving": head["moving"],
               "fixed": head["fixed"], **scores,
               **{k: v for k, v in runtime.items() if k != "method"}}
-    for name, volume in (("warped.nii.gz", warped), ("warped_labels.nii.gz", warped_labels)):
+    for name, volume in ((WARPED_FILE, warped), (WARPED_LABELS_FILE, warped_labels)):
         if keep_volumes:
             write_image(out_dir / name, volume, affine)
         else:
@@ -304,12 +293,14 @@ def _load_field(field: FieldInput, shape: Sequence[int], affine: np.ndarray,
 
 
 def _runtime_record(runtime: RuntimeInput, slice_step: int | None,
-                    pair: tuple[str, str] | None = None) -> dict[str, Any]:
+                    pair: tuple[str, str] | None = None,
+                    data_fingerprint: str | None = None) -> dict[str, Any]:
     """The method's runtime record with every :data:`RUNTIME_KEYS` key present.
 
     Missing entries are ``None`` (``versions``: this process's versions; ``options``: ``{}``).
     The ``moving`` and ``fixed`` subject IDs it records must be ``pair``'s (they are dropped:
-    the evaluation writes its own).
+    the evaluation writes its own), and a ``data_fingerprint`` it records must be
+    ``data_fingerprint``, that of the pair's files now.
     """
     source = "runtime record"
     if runtime is None:
@@ -324,10 +315,15 @@ def _runtime_record(runtime: RuntimeInput, slice_step: int | None,
     clash = sorted(set(record) & {"dataset", *metric_keys()})
     if clash:
         raise InputError(f"{source}: holds keys the evaluation computes: {clash}")
-    recorded = (record.pop("moving", None), record.pop("fixed", None))
-    if pair is not None and recorded != (None, None) and recorded != tuple(pair):
-        raise InputError(f"{source}: the field of {recorded[0]} -> {recorded[1]}, not of "
-                         f"{pair[0]} -> {pair[1]}; score it as the pair it registered")
+    if pair is not None:
+        runs.check_pair(record, pair, source)
+    recorded_data = record.get("data_fingerprint")
+    if data_fingerprint is not None and recorded_data not in (None, data_fingerprint):
+        raise InputError(f"{source}: a field made from other data than the pair's files now "
+                         f"(fingerprint {str(recorded_data)[:12]} != {data_fingerprint[:12]}): "
+                         "the dataset was prepared again since; register the pair again")
+    record.pop("moving", None)
+    record.pop("fixed", None)
     time_s = record.get("time_s")
     if time_s is not None and not isinstance(time_s, int | float):
         raise InputError(f"{source}: time_s must be a number, got {time_s!r}")

@@ -138,12 +138,18 @@ def checked_image(data: np.ndarray, source: str | os.PathLike) -> np.ndarray:
 
 
 def checked_labels(data: np.ndarray, source: str | os.PathLike) -> np.ndarray:
-    """``data`` as int32 labels; :class:`InputError` on complex values, NaN/Inf, non-integers or
-    an empty map."""
+    """``data`` as int32 labels; :class:`InputError` on complex values, NaN/Inf, non-integers,
+    labels beyond int32 or an empty map."""
     if np.iscomplexobj(data):
         raise InputError(f"{source}: complex-valued label map; give integer labels")
     if not np.all(np.isfinite(data)):
         raise InputError(f"{source}: label map holds NaN or Inf values")
+    limits = np.iinfo(np.int32)
+    low, high = np.min(data), np.max(data)
+    if low < limits.min or high > limits.max:
+        raise InputError(f"{source}: label map holds labels beyond the 32-bit integers "
+                         f"({low:g} to {high:g}; labels must lie from {limits.min} to "
+                         f"{limits.max})")
     labels = np.rint(data).astype(np.int32)
     if not np.array_equal(labels, data):
         raise InputError(f"{source}: label map holds non-integer values")

@@ -30,11 +30,12 @@ from regbench.io import (
     InputError,
     atomic_path,
     make_folder,
-    output_lock,
     read_field,
     write_field,
     write_json,
 )
+from regbench.naming import FIELD_FILE, RUNTIME_FILE
+from regbench.runs import claim_run, pair_folder, read_run
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +101,16 @@ def find_learn2reg_file(folder: str | os.PathLike, moving: str, fixed: str) -> P
 
 def import_learn2reg(folder: str | os.PathLike, dataset: Dataset,
                      pairs: Sequence[tuple[str, str]], out_root: str | os.PathLike,
-                     method: str, label: str | None = None) -> list[Path]:
+                     method: str, label: str | None = None,
+                     replace_stale: bool = False) -> list[Path]:
     """Turn a folder of Learn2Reg fields into the suite's pair folders of one run.
 
-    Every pair's file is found and read before anything is written. Each pair folder
-    ``out_root/{moving}/{fixed}/`` then gets ``field.nii.gz`` and a ``runtime.json`` naming
-    ``method`` (and ``label``), with time and device ``null``: Learn2Reg files do not say them.
+    Every pair's file is found and read, and the run folder claimed (:func:`regbench.runs.
+    claim_run`: the setup is the method, the label and the Learn2Reg folder), before anything
+    is written. Each pair folder ``out_root/{moving}/{fixed}/`` then gets ``field.nii.gz`` and a
+    ``runtime.json`` naming ``method`` (and ``label``), the pair and its data (fingerprint, as
+    the suite's registration records it), with time and device ``null``: Learn2Reg files do not
+    say them. The scores of an earlier field there are removed.
 
     Args:
         folder: The Learn2Reg folder.
@@ -114,25 +119,32 @@ def import_learn2reg(folder: str | os.PathLike, dataset: Dataset,
         out_root: The run folder, e.g. ``results/demo/pairs/main/<method>``.
         method: The run's method name.
         label: How tables name it (default: the method name).
+        replace_stale: Delete the pairs of another setup in ``out_root`` (else they are
+            refused).
 
     Returns:
         The ``field.nii.gz`` paths written, in pair order.
 
     Raises:
-        InputError: If the folder is missing, lacks a pair's file, or a file is bad.
+        InputError: If the folder is missing, lacks a pair's file, or a file is bad; or
+            ``out_root`` holds pairs of another setup (without ``replace_stale``).
     """
     if not Path(folder).is_dir():
         raise InputError(f"{folder}: not a folder")
     fields = [read_learn2reg_field(find_learn2reg_file(folder, m, f), dataset.shape)
               for m, f in pairs]
-    runtime = {"method": method, "label": label or method, "time_s": None, "device": None,
-               "options": {"learn2reg_folder": str(folder)}, "slice_step": 1}
+    setup = {"method": method, "label": label or method,
+             "options": {"learn2reg_folder": str(folder)}, "slice_step": 1}
     written = []
-    for (moving, fixed), field in zip(pairs, fields, strict=True):
-        with output_lock(Path(out_root) / moving / fixed) as pair_folder:
-            write_field(pair_folder / "field.nii.gz", field, dataset.affine)
-            write_json(pair_folder / "runtime.json", runtime)
-        written.append(Path(out_root) / moving / fixed / "field.nii.gz")
+    with claim_run(out_root, setup, replace_stale):
+        for (moving, fixed), field in zip(pairs, fields, strict=True):
+            with pair_folder(out_root, moving, fixed) as folder_of_pair:
+                write_field(folder_of_pair / FIELD_FILE, field, dataset.affine)
+                write_json(folder_of_pair / RUNTIME_FILE,
+                           {**setup, "time_s": None, "device": None, "moving": moving,
+                            "fixed": fixed,
+                            "data_fingerprint": dataset.fingerprint([moving, fixed])})
+            written.append(folder_of_pair / FIELD_FILE)
     log.info("imported %d Learn2Reg fields of %s from %s into %s", len(written), method, folder,
              out_root)
     return written
@@ -152,15 +164,14 @@ def export_learn2reg(run_root: str | os.PathLike, pairs: Sequence[tuple[str, str
         with the field's affine.
 
     Raises:
-        InputError: If ``out_dir`` is a file or cannot be made, or a pair's field is missing
-            (checked for every pair before anything is written) or unreadable (the pairs
-            before it are written).
+        InputError: If ``out_dir`` is a file or cannot be made; a pair's field or runtime record
+            is missing, or the run folder holds the pairs of several runs or a pair folder
+            another pair's field (:func:`regbench.runs.read_run`, checked for every pair before
+            anything is written); or a field is unreadable (the pairs before it are written).
     """
-    sources = {(moving, fixed): Path(run_root) / moving / fixed / "field.nii.gz"
+    read_run(run_root, pairs)
+    sources = {(moving, fixed): Path(run_root) / moving / fixed / FIELD_FILE
                for moving, fixed in pairs}
-    for (moving, fixed), source in sources.items():
-        if not source.is_file():
-            raise InputError(f"{source}: no field for moving {moving!r} and fixed {fixed!r}")
     out_dir = make_folder(out_dir, "Learn2Reg folder")
     written = []
     for (moving, fixed), source in sources.items():

@@ -14,18 +14,20 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import json
 import math
 import os
 import pkgutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from regbench.checkpoint import checkpoint_record, load_checkpoint
+from regbench.checkpoint import checkpoint_record, load_checkpoint, plain
 from regbench.io import InputError
 from regbench.runtime import describe_device
 from regbench.transforms import pad_to_multiple
@@ -115,6 +117,10 @@ class Method:
     A default of ``None`` allows ``None``; its type comes from ``option_rules`` (else any value
     is taken). Checks that tie several options together belong in the method's ``__init__``,
     raising :class:`ValueError`.
+
+    A method that imports an optional package names its pip distribution in ``requires``, with
+    the extra of ``pyproject.toml`` that installs it, e.g. ``{"fireants": "baselines"}``: made
+    without it, the method says what to install before any work.
     """
 
     name: ClassVar[str] = ""
@@ -122,6 +128,7 @@ class Method:
     learned: ClassVar[bool] = False
     defaults: ClassVar[Mapping[str, Any]] = {}
     option_rules: ClassVar[Mapping[str, Option]] = {}
+    requires: ClassVar[Mapping[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -144,16 +151,39 @@ class Method:
         _REGISTRY[cls.name] = cls
 
     def __init__(self, **options: Any) -> None:
-        unknown = sorted(set(options) - set(self.defaults))
-        if unknown:
-            raise ValueError(f"method {self.name!r} has no option(s) {unknown}; "
-                             f"it takes {sorted(self.defaults)}")
-        for key, value in options.items():
-            problem = self.option_rules.get(key, Option()).problem(value, self.defaults[key])
-            if problem:
-                raise ValueError(f"method {self.name!r}: option {key}={value!r}: {problem} "
-                                 "(see `regbench methods`)")
+        missing = self.missing_packages()
+        if missing:
+            raise InputError(missing)
+        self.check_options(options)
         self.options: dict[str, Any] = {**self.defaults, **options}
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Refuse an unknown option or a value its rule does not take (the checks of each option
+        alone, which the workflow also runs when it plans the jobs).
+
+        Raises:
+            ValueError: naming the option and what it takes.
+        """
+        unknown = sorted(set(options) - set(cls.defaults))
+        if unknown:
+            raise ValueError(f"method {cls.name!r} has no option(s) {unknown}; "
+                             f"it takes {sorted(cls.defaults)}")
+        for key, value in options.items():
+            problem = cls.option_rules.get(key, Option()).problem(value, cls.defaults[key])
+            if problem:
+                raise ValueError(f"method {cls.name!r}: option {key}={value!r}: {problem} "
+                                 "(see `regbench methods`)")
+
+    @classmethod
+    def missing_packages(cls) -> str | None:
+        """What to install for this method (one line), or ``None`` when ``requires`` is."""
+        missing = [name for name in cls.requires if not _installed(name)]
+        if not missing:
+            return None
+        extras = ",".join(sorted({cls.requires[name] for name in missing}))
+        return (f"method {cls.name!r} needs {', '.join(missing)}, which is not installed; "
+                f'install it with: pip install -e ".[{extras}]"')
 
     def register(self, moving: np.ndarray, fixed: np.ndarray,
                  spacing: tuple[float, float, float]) -> np.ndarray:
@@ -196,6 +226,8 @@ class LearnedMethod(Method):
         self._device = torch.device("cpu")
         self.checkpoint: dict[str, Any] | None = None
         """``{"sha256", "step", "steps"}`` of the checkpoint loaded (:meth:`from_checkpoint`)."""
+        self.trained_on: dict[str, Any] | None = None
+        """The checkpoint's record of its training data: dataset name, splits, fingerprint."""
 
     def build_network(self) -> torch.nn.Module:
         raise NotImplementedError
@@ -224,11 +256,13 @@ class LearnedMethod(Method):
             path: ``model.pt`` (or, with ``allow_unfinished``, a ``checkpoint.pt``).
             device: where the network runs.
             allow_unfinished: accept a checkpoint of an unfinished training.
-            overrides: options replacing the checkpoint's.
+            overrides: options, each the value the network was trained with (the runtime
+                record names the method's options, which must be those of its weights).
 
         Raises:
             ValueError: the checkpoint is of another method, of an unfinished training (without
-                ``allow_unfinished``), or its weights do not fit the network of these options.
+                ``allow_unfinished``), was trained with other values of ``overrides``, or its
+                weights do not fit the network of these options.
         """
         state = load_checkpoint(path)
         if state["method"] != cls.name:
@@ -247,8 +281,17 @@ class LearnedMethod(Method):
             raise ValueError(f"{path}: the checkpoint's weights do not fit the network of "
                              f"options {method.options} ({first.rstrip(':')}); give the "
                              "options it was trained with, or none") from None
+        # After the weights: an option that changes the network's shape is refused by their
+        # error, which names the layer.
+        for key, value in overrides.items():
+            if key in state["options"] and plain(value) != plain(state["options"][key]):
+                raise ValueError(f"{path}: the model was trained with {key}="
+                                 f"{json.dumps(plain(state['options'][key]))}, not {key}="
+                                 f"{json.dumps(plain(value))}; give the options it was trained "
+                                 "with, or none")
         method.network.eval()
         method.checkpoint = record
+        method.trained_on = state.get("dataset")
         return method.to(device)
 
     @torch.no_grad()
@@ -298,6 +341,15 @@ def in_float32(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     displacement field, whose voxel coordinates low precision would round too coarsely."""
     with torch.autocast(x.device.type, enabled=False):
         return module(x.float())
+
+
+def _installed(distribution: str) -> bool:
+    """Whether a pip distribution is installed (read from its metadata: nothing is imported)."""
+    try:
+        metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def _discover() -> None:

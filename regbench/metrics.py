@@ -213,7 +213,9 @@ def non_diffeomorphic_volume(field: np.ndarray, mask: np.ndarray | None = None) 
     voxel is cut into 5 tetrahedra in each of 2 ways (:data:`NDV_TETRAHEDRA`); every tetrahedron
     that the map turns inside out contributes its negative volume, halved since the two cuts
     cover the cube twice. Their sum over the scored voxels, divided by their number, is the
-    fraction of the volume that is not mapped diffeomorphically. Unlike :func:`folding_percent`
+    folded volume in % of the scored volume: not a share of it, since a region folded over
+    several times counts each time, so NDV can exceed 100 % (a field of noise: far beyond;
+    LUMIR's definition, kept as it is). Unlike :func:`folding_percent`
     it counts how much is folded, not how many voxels, and a fold that central differences step
     over still counts. Only voxels with all 26 neighbours inside the grid are scored, as in
     LUMIR's evaluation.
@@ -224,8 +226,8 @@ def non_diffeomorphic_volume(field: np.ndarray, mask: np.ndarray | None = None) 
             image is above 0); ``None`` scores every voxel.
 
     Returns:
-        NDV in % of the scored voxels' volume; NaN when no voxel is scored (an empty mask, or
-        fewer than 3 voxels along an axis).
+        NDV in % of the scored voxels' volume (0 and up, unbounded); NaN when no voxel is
+        scored (an empty mask, or fewer than 3 voxels along an axis).
 
     Raises:
         ValueError: If the field is not ``(3, X, Y, Z)`` or the mask has another shape.

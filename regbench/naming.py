@@ -8,7 +8,8 @@ the prepared data nor the scientific stack: only Snakemake, PyYAML and jsonschem
 module free of imports beyond the standard library.
 
 A *run* is one column of an experiment: a method at one slice step. Its per-pair results live in
-``results/{dataset}/pairs/{experiment}/{run}/{moving}/{fixed}/``.
+``results/{dataset}/pairs/{experiment}/{run}/{moving}/{fixed}/``, under the file names below
+(:data:`FIELD_FILE` ... :data:`RUN_RECORD`): no other module spells them.
 """
 
 from __future__ import annotations
@@ -44,10 +45,41 @@ CONVENTION_TITLES: dict[str, str] = {"faim": "FAIM convention", "merged": "merge
 TABLE_KINDS: tuple[str, ...] = ("main", "ablation", "slice_spacing")
 """The kinds of tables (``regbench tables --kind``), one per experiment of the paper."""
 
+TABLE_NEEDS: dict[str, tuple[str, ...]] = {"ablation": ("dualprnet-ssf", "dualprnet-dsf")}
+"""Methods of which a table kind (and the experiment of its name) holds one at least, or it
+shows nothing of what it is about: the reduced Dual-PRNets of the paper's ablation."""
+
 MIN_SUBJECTS = 4
 """Fewest demo subjects: the test split needs at least 2."""
 MAX_TEST_SUBJECTS = 4
 MAX_VAL_SUBJECTS = 4
+
+
+MANIFEST = "dataset.json"
+"""A prepared dataset's record (grid, subjects, splits, labels, regions), written last."""
+
+FIELD_FILE = "field.nii.gz"
+"""A pair's displacement field, ``(X, Y, Z, 3)`` voxels, pull convention: the method's output."""
+RUNTIME_FILE = "runtime.json"
+"""How a pair's field was made: method, options, checkpoint, data, pair, time and device."""
+METRICS_FILE = "metrics.json"
+"""A pair's scores (docs/contracts.md), written last by the scoring: a complete evaluation."""
+WARPED_FILE = "warped.nii.gz"
+"""The moving image pulled through the field (kept on request)."""
+WARPED_LABELS_FILE = "warped_labels.nii.gz"
+"""The moving labels pulled through the field (kept on request)."""
+SCORED_FILES: tuple[str, ...] = (METRICS_FILE, WARPED_FILE, WARPED_LABELS_FILE)
+"""What scoring a pair writes beside its field: stale once the field is made again."""
+RUN_RECORD = "run.json"
+"""A run folder's registration setup (:mod:`regbench.runs`): method, options, slice step,
+checkpoint, label."""
+RUN_RECORD_LOCK = ".regbench.run.lock"
+"""Held exclusively while a process reads and writes a run folder's record."""
+RUN_ACTIVE_LOCK = ".regbench.active.lock"
+"""Held shared while a process registers into a run folder, exclusively while it changes setups."""
+RUN_FILES: tuple[str, ...] = (FIELD_FILE, RUNTIME_FILE, *SCORED_FILES, RUN_RECORD,
+                              RUN_RECORD_LOCK, RUN_ACTIVE_LOCK, MANIFEST)
+"""Every file name of a run folder and of a prepared dataset: spelled here alone (a test)."""
 
 
 def run_name(method: str, slice_step: int = 1) -> str:

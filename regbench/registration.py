@@ -4,7 +4,9 @@ Per pair, in its folder::
 
     field.nii.gz     the method's displacement field, (X, Y, Z, 3) voxel units, pull convention
     runtime.json     {"method", "time_s", "device", "versions", "options", "slice_step",
-                      "moving", "fixed" (subject IDs), "checkpoint" (a learned method's)}
+                      "moving", "fixed" (subject IDs), "data_fingerprint" (of the pair's
+                      files, :meth:`regbench.data.dataset.Dataset.fingerprint`),
+                      "checkpoint" (a learned method's)}
 
 :func:`register_pairs` writes only these two files, for many pairs of a prepared dataset with
 the method set up once (a learned method loads its network once): the workflow's registration
@@ -33,8 +35,8 @@ import numpy as np
 import torch
 
 from regbench.data.dataset import Dataset
+from regbench.degrade import check_slice_step, thin_slices
 from regbench.io import (
-    output_lock,
     read_image,
     read_on_grid,
     voxel_spacing,
@@ -42,13 +44,11 @@ from regbench.io import (
     write_json,
 )
 from regbench.methods import Method
-from regbench.runs import claim_run
+from regbench.naming import FIELD_FILE, RUNTIME_FILE
+from regbench.runs import claim_run, clear_pair, pair_folder
 from regbench.runtime import versions
 
 log = logging.getLogger(__name__)
-
-FIELD_FILE = "field.nii.gz"
-RUNTIME_FILE = "runtime.json"
 
 
 def timed_register(method: Method, moving: np.ndarray, fixed: np.ndarray,
@@ -102,8 +102,11 @@ def register_pair(method: Method, dataset: Dataset, moving_id: str, fixed_id: st
     fixed = dataset.image(fixed_id)
     for subject in (moving_id, fixed_id):
         dataset.label_map(subject)
+    warn_other_training_data(method, dataset)
+    clear_pair(Path(out_dir))
     runtime = _register_and_write(method, moving, fixed, dataset.spacing, dataset.affine,
-                                  Path(out_dir), slice_step, (moving_id, fixed_id))
+                                  Path(out_dir), slice_step, (moving_id, fixed_id),
+                                  dataset.fingerprint([moving_id, fixed_id]))
     return evaluate_dataset_pair(dataset, moving_id, fixed_id, runtime.pop("field"), out_dir,
                                  runtime=runtime, slice_step=slice_step)
 
@@ -114,8 +117,9 @@ def register_pairs(method: Method, dataset: Dataset, pairs: Sequence[tuple[str, 
     """Register each ``(moving, fixed)`` pair of a prepared dataset, without scoring it.
 
     Writes ``out_root/{moving}/{fixed}/field.nii.gz`` and ``runtime.json`` per pair (and removes
-    a stale ``metrics.json`` there). Each pair is timed on its own; on a GPU only the first one
-    is preceded by the untimed warm-up, since the process is already warm for the others.
+    the scores of an earlier field there, :func:`regbench.runs.pair_folder`). Each pair is
+    timed on its own; on a GPU only the first one is preceded by the untimed warm-up, since the
+    process is already warm for the others.
 
     Args:
         method: the method, set up once for every pair.
@@ -137,19 +141,40 @@ def register_pairs(method: Method, dataset: Dataset, pairs: Sequence[tuple[str, 
     """
     for subject in {s for pair in pairs for s in pair}:
         dataset.image_path(subject)
+    check_slice_step(slice_step, dataset.shape[1])
+    warn_other_training_data(method, dataset)
     records = []
     with claim_run(out_root, method_setup(method, slice_step), replace_stale):
         for index, (moving_id, fixed_id) in enumerate(pairs):
             moving = _thinned(dataset.image(moving_id), slice_step)
             fixed = dataset.image(fixed_id)
             log.info("pair %d of %d: %s -> %s", index + 1, len(pairs), moving_id, fixed_id)
-            with output_lock(Path(out_root) / moving_id / fixed_id) as out_dir:
+            with pair_folder(out_root, moving_id, fixed_id) as out_dir:
                 runtime = _register_and_write(method, moving, fixed, dataset.spacing,
                                               dataset.affine, out_dir, slice_step,
-                                              (moving_id, fixed_id), warm_up=index == 0)
+                                              (moving_id, fixed_id),
+                                              dataset.fingerprint([moving_id, fixed_id]),
+                                              warm_up=index == 0)
             runtime.pop("field")
             records.append(runtime)
     return records
+
+
+def warn_other_training_data(method: Method, dataset: Dataset) -> None:
+    """Warn when a learned method registers a dataset whose training and validation files are
+    not those it was trained on: another grid (a model of 4 mm data on 8 mm data), data
+    prepared again, or another dataset. A model transferred on purpose may mean to; it is said."""
+    trained_on = getattr(method, "trained_on", None)
+    if not trained_on:
+        return
+    training = [*dataset.train, *dataset.val]
+    if trained_on.get("fingerprint") != dataset.fingerprint(training):
+        log.warning("%s was trained on other data than the training split of %s (dataset %r "
+                    "of %d subjects; here %r on a grid of %s at %s mm): a network registers "
+                    "well only the grid and intensities it learned", method.name, dataset.root,
+                    trained_on.get("name"), len(trained_on.get("train", [])), dataset.name,
+                    "x".join(map(str, dataset.shape)),
+                    "x".join(f"{s:g}" for s in dataset.spacing))
 
 
 def method_setup(method: Method, slice_step: int) -> dict[str, Any]:
@@ -183,8 +208,10 @@ def register_files(method: Method, moving_image: str | os.PathLike,
         read_on_grid(moving_labels, "labels", fixed.shape, affine, fixed_image, reorient)
         read_on_grid(fixed_labels, "labels", fixed.shape, affine, fixed_image)
     spacing = tuple(float(s) for s in voxel_spacing(affine))
-    runtime = _register_and_write(method, _thinned(moving, slice_step), fixed, spacing, affine,
-                                  Path(out_dir), slice_step)
+    moving = _thinned(moving, slice_step)
+    clear_pair(Path(out_dir))
+    runtime = _register_and_write(method, moving, fixed, spacing, affine, Path(out_dir),
+                                  slice_step)
     runtime.pop("field")
     if moving_labels is None:
         return runtime
@@ -195,24 +222,19 @@ def register_files(method: Method, moving_image: str | os.PathLike,
 
 
 def _thinned(moving: np.ndarray, slice_step: int) -> np.ndarray:
-    if slice_step < 1:
-        raise ValueError(f"slice step must be >= 1, got {slice_step}")
-    if slice_step == 1:
-        return moving
-    from regbench.degrade import thin_slices
-
-    return thin_slices(moving, step=slice_step, axis=1)
+    check_slice_step(slice_step, moving.shape[1])
+    return moving if slice_step == 1 else thin_slices(moving, step=slice_step, axis=1)
 
 
 def _register_and_write(method: Method, moving: np.ndarray, fixed: np.ndarray,
                         spacing: tuple[float, float, float], affine: np.ndarray, out_dir: Path,
                         slice_step: int, subjects: tuple[str, str] | None = None,
+                        data_fingerprint: str | None = None,
                         warm_up: bool = True) -> dict[str, Any]:
     """Time the method, write ``field.nii.gz`` and ``runtime.json``; returns the runtime record
-    with the field under ``"field"``. ``subjects``: the pair's ``(moving, fixed)`` IDs, recorded
-    so that the field cannot be scored as another pair."""
-    for stale in (RUNTIME_FILE, "metrics.json"):
-        (out_dir / stale).unlink(missing_ok=True)
+    with the field under ``"field"``. ``subjects``: the pair's ``(moving, fixed)`` IDs, and
+    ``data_fingerprint``: their files', recorded so that the field cannot be scored as another
+    pair, or on data prepared again."""
     log.info("registering with %s (%s)", method.name, method.device_description())
     field, seconds = timed_register(method, moving, fixed, spacing, warm_up=warm_up)
     runtime = {"method": method.name, "time_s": seconds,
@@ -220,6 +242,7 @@ def _register_and_write(method: Method, moving: np.ndarray, fixed: np.ndarray,
                "options": method.options, "slice_step": slice_step}
     if subjects is not None:
         runtime["moving"], runtime["fixed"] = subjects
+        runtime["data_fingerprint"] = data_fingerprint
     if getattr(method, "checkpoint", None) is not None:
         runtime["checkpoint"] = method.checkpoint
     write_field(out_dir / FIELD_FILE, field, affine)

@@ -229,14 +229,15 @@ def manifest_without_train_split(tmp, dataset, hold):
 
 def diverging_loss(tmp, dataset, hold):
     return Setup(train_small(dataset.root, tmp / "out", "--lr", "1e4", "--warmup-steps", "0"),
-                 tmp / "out", frozenset({"loss.csv", "validation.csv"}))  # the logs before
+                 tmp / "out", frozenset({"loss.csv", "validation.csv", "best.pt"}))  # before
 
 
 def diverging_default_network(tmp, dataset, hold):
     """Here neurite's NCC asserted on the NaN warped image before the loss could be checked."""
     return Setup(["train", "dualprnet", "--data", str(dataset.root), "--out", str(tmp / "out"),
                   "--steps", "3", "--lr", "1e4", "--warmup-steps", "0", "--device", "cpu",
-                  "--threads", "1"], tmp / "out", frozenset({"loss.csv", "validation.csv"}))
+                  "--threads", "1"], tmp / "out",
+                 frozenset({"loss.csv", "validation.csv", "best.pt"}))  # step 0 validated
 
 
 def finished_model_of_other_data(tmp, dataset, hold):
@@ -489,6 +490,108 @@ def syn_on_two_voxels(tmp, dataset, hold):
                  tmp / "out")
 
 
+# --- issue 22 ------------------------------------------------------------------------------
+
+
+def learn2reg_folder(tmp: Path, dataset: Dataset, name: str = "l2r") -> Path:
+    """A Learn2Reg folder of both test pairs (identity's fields, exported)."""
+    source = tmp / f"{name}-source"
+    assert main(register_pairs(dataset.root, source, "identity", "--test-pairs", pair=None)) == 0
+    assert main(["learn2reg-export", str(source), "--data", str(dataset.root), "--test-pairs",
+                 "--out", str(tmp / name)]) == 0
+    return tmp / name
+
+
+def learn2reg_import(folder: Path, dataset: Dataset, out_root: Path, *extra: str) -> list[str]:
+    return ["learn2reg-import", str(folder), "--data", str(dataset.root), "--out-root",
+            str(out_root), "--method", "external", *extra]
+
+
+def import_into_a_scored_run(tmp, dataset, hold):
+    """The import wrote its field beside affine's metrics.json, which aggregate then reported."""
+    out = tmp / "run"
+    assert main(register_pairs(dataset.root, out, "identity")) == 0
+    assert main(["evaluate-pairs", "--data", str(dataset.root), "--out-root", str(out),
+                 "--pair", "demo05", "demo06"]) == 0
+    return Setup(learn2reg_import(learn2reg_folder(tmp, dataset), dataset, out, "--pair",
+                                  "demo05", "demo06"), out)
+
+
+def import_over_another_import(tmp, dataset, hold):
+    out = tmp / "run"
+    assert main(learn2reg_import(learn2reg_folder(tmp, dataset), dataset, out,
+                                 "--test-pairs")) == 0
+    return Setup(learn2reg_import(learn2reg_folder(tmp, dataset, "other"), dataset, out,
+                                  "--test-pairs"), out)
+
+
+def import_labelled_like_a_method(tmp, dataset, hold):
+    return Setup(learn2reg_import(learn2reg_folder(tmp, dataset), dataset, tmp / "run",
+                                  "--test-pairs", "--label", "VoxelMorph"), tmp / "run")
+
+
+def export_mixed_run(tmp, dataset, hold):
+    run = mixed_run(tmp, dataset, keep_record=False)
+    return Setup(["learn2reg-export", str(run), "--data", str(dataset.root), "--test-pairs",
+                  "--out", str(tmp / "l2r")], tmp / "l2r")
+
+
+def export_field_of_the_reversed_pair(tmp, dataset, hold):
+    out = tmp / "run"
+    assert main(register_pairs(dataset.root, out, "affine", pair=("demo06", "demo05"))) == 0
+    (out / "demo05").mkdir()
+    os.replace(out / "demo06" / "demo05", out / "demo05" / "demo06")
+    return Setup(["learn2reg-export", str(out), "--data", str(dataset.root), "--pair", "demo05",
+                  "demo06", "--out", str(tmp / "l2r")], tmp / "l2r")
+
+
+def option_not_trained_with(tmp, dataset, hold):
+    """register-pairs accepted smoothness_weight=5 for a model trained with 1.0, and recorded 5."""
+    model = tmp / "model"
+    assert main(train_small(dataset.root, model)) == 0
+    return Setup(register_pairs(dataset.root, tmp / "run", "dualprnet", "--checkpoint",
+                                str(model / "model.pt"), "--option", "smoothness_weight=5"),
+                 tmp / "run")
+
+
+def score_on_regenerated_data(tmp, dataset, hold):
+    """evaluate-pairs scored the old fields against the new images and labels (Dice 0.7235
+    where they score 0.7021 on their own data)."""
+    root, out = dataset_copy(dataset, tmp), tmp / "run"
+    assert main(register_pairs(root, out, "identity")) == 0
+    make_demo(root, subjects=6, scale=0.25, seed=1)  # regenerated: the same IDs, other data
+    return Setup(["evaluate-pairs", "--data", str(root), "--out-root", str(out), "--pair",
+                  "demo05", "demo06"], out)
+
+
+def without_package(method: str, command: str) -> SetupFunction:
+    """``command`` (register or register-pairs) of a method whose optional package is absent:
+    a ModuleNotFoundError after run.json and an empty pair folder were written."""
+    def setup(tmp, dataset, hold):
+        hold.enter_context(mock.patch.object(get_method(method), "requires",
+                                             {"regbench-absent-package": "baselines"}))
+        if command == "register":
+            return Setup(register_dataset(dataset.root, tmp / "out", method), tmp / "out")
+        return Setup(register_pairs(dataset.root, tmp / "run", method), tmp / "run")
+    return setup
+
+
+def prepare_lpba40(*extra: str) -> SetupFunction:
+    """``prepare lpba40`` with ``extra``: --seed -1 and --threads 0 ended in a traceback."""
+    def setup(tmp, dataset, hold):
+        (tmp / "raw").mkdir()
+        return Setup(["prepare", "lpba40", "--raw", str(tmp / "raw"), "--out", str(tmp / "out"),
+                      *extra], tmp / "out")
+    return setup
+
+
+def ablation_table_of_main_runs(tmp, dataset, hold):
+    """tables --kind ablation wrote an ablation table with no ablation method in it."""
+    table = per_pair_table(tmp, dataset)  # identity alone, as in the main experiment
+    return Setup(["tables", "--kind", "ablation", "--per-pair", str(table), "--out-dir",
+                  str(tmp / "tables")], tmp / "tables")
+
+
 class Case(NamedTuple):
     setup: SetupFunction
     fragment: str
@@ -563,6 +666,52 @@ CASES = {
                                              "not a pair this command scores"),
     "complex-image": Case(complex_image, "complex-valued image"),
     "syn-on-two-voxels": Case(syn_on_two_voxels, "ANTs failed on volumes of (2, 2, 2)"),
+    # issue 22
+    "import-into-a-scored-run": Case(import_into_a_scored_run,
+                                     "holds a pair of another setup ('identity'"),
+    "import-over-another-import": Case(import_over_another_import,
+                                       "holds a pair of another setup ('external'"),
+    "import-labelled-like-a-method": Case(import_labelled_like_a_method,
+                                          "the name or label of the suite's method 'voxelmorph'"),
+    "fireants-without-its-package": Case(without_package("fireants", "register-pairs"),
+                                         'install it with: pip install -e ".[baselines]"'),
+    "register-fireants-without-its-package": Case(without_package("fireants", "register"),
+                                                  'install it with: pip install -e '
+                                                  '".[baselines]"'),
+    "elastix-without-its-package": Case(without_package("elastix", "register-pairs"),
+                                        'needs regbench-absent-package, which is not installed'),
+    "prepare-negative-seed": Case(prepare_lpba40("--seed", "-1"),
+                                  "--seed: must be a whole number >= 0, got '-1'"),
+    "prepare-zero-threads": Case(prepare_lpba40("--threads", "0"),
+                                 "--threads: must be a whole number >= 1, got '0'"),
+    "crop-jitter-beyond-the-grid": Case(
+        lambda tmp, dataset, hold: Setup(train_small(dataset.root, tmp / "out", "--crop-jitter",
+                                                     "100"), tmp / "out"),
+        "crop_jitter 100: moving and fixed would part by up to 200 voxels on a grid of "
+        "40x48x40; give at most 19"),
+    "slice-step-beyond-the-grid": Case(
+        lambda tmp, dataset, hold: Setup(register_pairs(dataset.root, tmp / "run", "identity",
+                                                        "--slice-step", "1000"), tmp / "run"),
+        "slice step 1000: keeps 1 of the 48 slices along axis 1; give a step from 1 to 47"),
+    "train-slice-step-beyond-the-grid": Case(
+        lambda tmp, dataset, hold: Setup(train_small(dataset.root, tmp / "out",
+                                                     "--slice-step", "48"), tmp / "out"),
+        "slice step 48: keeps 1 of the 48 slices"),
+    "register-slice-step-beyond-the-grid": Case(
+        lambda tmp, dataset, hold: Setup(register_dataset(dataset.root, tmp / "out", "identity",
+                                                          "--slice-step", "1000"), tmp / "out"),
+        "slice step 1000: keeps 1 of the 48 slices"),
+    "ablation-table-of-main-runs": Case(ablation_table_of_main_runs,
+                                        "no run of the ablation (dualprnet-ssf, dualprnet-dsf), "
+                                        "only identity"),
+    "score-on-regenerated-data": Case(score_on_regenerated_data,
+                                      "a field made from other data than the pair's files now"),
+    "option-not-trained-with": Case(option_not_trained_with,
+                                    "trained with smoothness_weight=1.0, not smoothness_weight=5"),
+    "export-mixed-run": Case(export_mixed_run, "a run folder holds one method's pairs"),
+    "export-field-of-the-reversed-pair": Case(
+        export_field_of_the_reversed_pair,
+        "the field of demo06 -> demo05, not of demo05 -> demo06"),
 }
 
 
@@ -688,8 +837,10 @@ def test_runtime_records_the_pair_and_the_checkpoint(demo_dataset, tmp_path):
                                    str(model / name), *extra, pair=("demo06", "demo05"))) == 0
         runtime = json.loads((out / "demo06" / "demo05" / "runtime.json").read_text())
         assert (runtime["moving"], runtime["fixed"]) == ("demo06", "demo05")
+        assert runtime["data_fingerprint"] == demo_dataset.fingerprint(["demo06", "demo05"])
         digest = hashlib.sha256((model / name).read_bytes()).hexdigest()
-        assert runtime["checkpoint"] == {"sha256": digest, "step": step, "steps": 3}
+        assert runtime["checkpoint"] == {"sha256": digest, "step": step, "steps": 3,
+                                         "finished": name == "model.pt"}
         assert json.loads((out / "run.json").read_text())["checkpoint"]["sha256"] == digest
         assert main(["evaluate-pairs", "--data", str(demo_dataset.root), "--out-root", str(out),
                      "--pair", "demo06", "demo05"]) == 0
@@ -731,3 +882,14 @@ def test_ctrl_c_in_register_says_interrupted(demo_dataset, tmp_path, capsys, mon
     monkeypatch.setattr(get_method("identity"), "register", ctrl_c)
     code, err = run_cli(register_dataset(demo_dataset.root, tmp_path / "out"), capsys)
     assert code == 130 and err.strip().splitlines()[-1] == "regbench: interrupted", err
+
+
+def test_a_learned_method_registers_with_the_options_it_was_trained_with(demo_dataset, tmp_path):
+    """Issue 22: options given beside a checkpoint must be the trained ones, and are recorded."""
+    model = tmp_path / "model"
+    assert main(train_small(demo_dataset.root, model)) == 0
+    assert main(register_pairs(demo_dataset.root, tmp_path / "run", "dualprnet", "--checkpoint",
+                               str(model / "model.pt"), "--option", "smoothness_weight=1",
+                               "--option", "levels=2")) == 0
+    runtime = json.loads((tmp_path / "run" / "demo05" / "demo06" / "runtime.json").read_text())
+    assert runtime["options"] == load_checkpoint(model / "model.pt")["options"]

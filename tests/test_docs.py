@@ -52,8 +52,9 @@ def test_field_format(contracts_md):
 
 def test_runtime_and_metrics_keys(contracts_md):
     runtime = keys(table(contracts_md, "#### `runtime.json`"), "Key")
-    assert set(runtime) == {*RUNTIME_KEYS, "label", "moving", "fixed", "checkpoint"}
-    assert {"method", "options", "slice_step", "checkpoint"} == set(runs.SETUP_KEYS)
+    assert set(runtime) == {*RUNTIME_KEYS, "label", "moving", "fixed", "data_fingerprint",
+                            "checkpoint"}
+    assert {"method", "options", "slice_step", "checkpoint", "label"} == set(runs.SETUP_KEYS)
     rows = table(contracts_md, "#### `metrics.json`")
     assert keys(rows, "Key") == list(record_keys())
     described = {row["Key"].strip("`"): row["Value"] for row in rows}
@@ -65,7 +66,7 @@ def test_run_json_lists_the_registration_setup(contracts_md):
     """run.json records a run folder's registration setup: the keys the page lists, in order."""
     text = flat(section(contracts_md, "#### `run.json`"))
     listed = ", ".join(f"`{key}`" for key in runs.SETUP_KEYS)
-    assert f"records the setup in `run.json` ({listed})" in text
+    assert f"the setup in `run.json` ({listed})" in text
 
 
 def test_per_pair_columns(contracts_md):

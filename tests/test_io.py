@@ -109,6 +109,15 @@ def test_read_labels_rejects_non_integer_labels(tmp_path):
         read_labels(save(tmp_path / "nan.nii.gz", labels))
 
 
+def test_read_labels_names_labels_beyond_int32(tmp_path):
+    """Issue 22: a label of 5e9 was reported as non-integer."""
+    labels = np.zeros((4, 4, 4), np.float64)
+    labels[1, 1, 1] = 5e9
+    with pytest.raises(InputError, match=r"big\.nii\.gz: label map holds labels beyond the "
+                                         r"32-bit integers \(0 to 5e\+09"):
+        read_labels(save(tmp_path / "big.nii.gz", labels))
+
+
 def test_read_labels_rejects_an_empty_map(tmp_path):
     with pytest.raises(InputError, match=r"empty\.nii\.gz: label map is empty"):
         read_labels(save(tmp_path / "empty.nii.gz", np.zeros((4, 4, 4), np.int16)))

@@ -123,3 +123,36 @@ def test_what_a_learn2reg_file_may_hold(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"first\.nii\.gz: expected a displacement field of "
                                          r"shape \(X, Y, Z, 1, 3\) or \(X, Y, Z, 3\)"):
         read_learn2reg_field(tmp_path / "first.nii.gz", shape)
+
+
+def test_an_import_never_leaves_the_scores_of_another_field(demo_dataset, tmp_path: Path) -> None:
+    """Issue 22: an import beside an earlier run's metrics.json let aggregate report the old
+    scores for the new fields. The same import again removes the scores of the fields it
+    replaces; an import of another folder is refused, or with --replace-stale replaces the run."""
+    pairs = ordered_pairs(demo_dataset.test)
+    data = ["--data", str(demo_dataset.root), "--test-pairs"]
+    folders = {}
+    for name in ("first", "second"):
+        write_run(tmp_path / f"{name}-run", demo_dataset, pairs)
+        folders[name] = tmp_path / name
+        assert cli(["learn2reg-export", str(tmp_path / f"{name}-run"), "--out",
+                    str(folders[name]), *data]) == 0
+    run = tmp_path / "imported"
+    importing = ["learn2reg-import", "--out-root", str(run), "--method", "external", *data]
+    scored = run / pairs[0][0] / pairs[0][1] / "metrics.json"
+    assert cli([*importing, str(folders["first"])]) == 0
+    evaluate_pairs(demo_dataset, pairs, run)
+    # the same folder again, its fields changed: the old scores go with the old fields
+    moving, fixed = pairs[0]
+    write_field(folders["first"] / f"disp_{fixed}_{moving}.nii.gz",
+                smooth_field(demo_dataset.shape, 9), demo_dataset.affine)
+    assert cli([*importing, str(folders["first"])]) == 0
+    assert not scored.exists()
+    # another folder: another setup
+    assert cli([*importing, str(folders["second"])]) == 2
+    assert cli([*importing, str(folders["second"]), "--replace-stale"]) == 0
+    runtime = json.loads((run / moving / fixed / "runtime.json").read_text())
+    assert runtime["options"] == {"learn2reg_folder": str(folders["second"])}
+    assert (runtime["moving"], runtime["fixed"]) == (moving, fixed)
+    assert runtime["data_fingerprint"] == demo_dataset.fingerprint([moving, fixed])
+    assert json.loads((run / "run.json").read_text())["label"] == "external"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -250,3 +251,35 @@ def test_cpu_configuration_end_to_end_on_a_synthetic_copy(atlas, tmp_path):
         assert (results / "tables" / f"{table}.md").stat().st_size > 0
     for stem in ("fig4_faim", "dice_regularity_faim", "learning_curves"):
         assert (work / "figures" / "lpba40" / f"{stem}.png").stat().st_size > 0
+
+
+REAL_RAW = Path(os.environ.get("REGBENCH_LPBA40_RAW",
+                               Path(__file__).resolve().parents[1] / "raw" / "LPBA40_nifti"))
+"""The flat NIfTI copy of the development subjects S01-S30 (README, "LPBA40 on a CPU")."""
+
+
+@pytest.mark.skipif(not (REAL_RAW / "S01.delineation.structure.label.nii.gz").is_file(),
+                    reason=f"the real development subjects are not in {REAL_RAW} (README, "
+                           "'LPBA40 on a CPU', says how to extract them; set "
+                           "REGBENCH_LPBA40_RAW to another folder)")
+def test_real_development_subjects(tmp_path):
+    """Every development subject reads, with its labels in RAS although its header claims LPS;
+    two of them land on MNI152 close to the template and to each other."""
+    files = lpba40.nifti_files(REAL_RAW)
+    assert set(files) <= set(protocol.LPBA40_SPLITS["train"]), "a held-out subject is there"
+    for subject, paths in files.items():
+        header = nib.load(str(paths["labels"])).affine
+        assert nib.aff2axcodes(header) == ("L", "P", "S"), subject  # what the header claims
+        labels = lpba40.read_nifti_volume(paths["labels"], "labels")
+        seen = lpba40.check_orientation(labels, paths["labels"])
+        assert seen["right_axis0"] - seen["left_axis0"] > 30, subject
+    out = lpba40.prepare(REAL_RAW, tmp_path / "lpba40", "S03,S11", scale=0.5,
+                         registration={"aff_iterations": (200, 100), "aff_shrink_factors": (4, 2),
+                                       "aff_smoothing_sigmas": (2, 1)},
+                         splits=given_splits(test="S03,S11"))
+    data = Dataset.load(out)
+    assert min(data.manifest["template_correlation"].values()) > 0.85
+    a, b = (data.label_map(s) for s in ("S03", "S11"))
+    faim = np.mean([dice(np.isin(a, ids), np.isin(b, ids))
+                    for ids in protocol.LPBA40_REGIONS.values()])
+    assert faim > 0.55  # two real brains on MNI152, unregistered to each other

@@ -248,6 +248,15 @@ def test_ndv_of_smooth_and_reflected_maps():
     assert math.isnan(non_diffeomorphic_volume(np.zeros((3, 2, 5, 5))))
 
 
+def test_ndv_counts_folded_volume_and_can_exceed_100_percent():
+    """Issue 22: NDV of a noise field was 16,902 %, while the docstring called it a fraction of
+    the volume. It is LUMIR's folded volume: x_0 -> -3 x_0 inverts the volume three times over."""
+    tripled = np.zeros((3, *SHAPE))
+    tripled[0] = -4 * np.indices(SHAPE, dtype=np.float64)[0]
+    assert non_diffeomorphic_volume(tripled) == pytest.approx(300.0)
+    assert "can exceed 100 %" in non_diffeomorphic_volume.__doc__
+
+
 def test_ndv_sees_the_checkerboard_fold_central_differences_miss():
     """u_0 = +-0.75 alternating along axis 0: central differences see slope 1 everywhere (no
     folding), yet every other forward difference is 1 - 1.5 < 0: half the corner tetrahedra

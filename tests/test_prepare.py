@@ -597,3 +597,29 @@ def test_manifest_is_json_with_provenance(lpba40_prepared):
     assert record["registration"]["itk_threads"] >= 1
     assert {"python", "numpy", "nibabel"} <= set(record["versions"])
     assert record["files"]["S31"]["image"][1].endswith("S31.delineation.skullstripped.img.gz")
+
+
+def test_mindboggle101_refuses_a_subject_in_two_group_folders(tmp_path):
+    """Issue 22: a subject folder in two group folders: the first was used without a word."""
+    for group in ("OASIS-TRT-20", "MMRR-21"):
+        (tmp_path / f"{group}_volumes" / "OASIS-TRT-20-1").mkdir(parents=True)
+    with pytest.raises(InputError, match="subject OASIS-TRT-20-1 is in OASIS-TRT-20_volumes/ "
+                                         "and in MMRR-21_volumes/"):
+        mindboggle101.find_subjects(tmp_path)
+
+
+def test_paper_splits_without_a_test_pair_are_said(caplog):
+    """Issue 22: --subjects keeping 0 or 1 of the paper's test subjects gave a dataset without a
+    test pair (exit 0), refused only later by register-pairs."""
+    import logging
+
+    from regbench.data.preparation import subset_splits
+
+    with caplog.at_level(logging.WARNING):
+        splits = subset_splits(["S01", "S02", "S31"], protocol.LPBA40_SPLITS)
+    assert splits["test"] == ["S31"]
+    assert "the test split holds 1 subject(s) (S31): the dataset has no test pair" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        subset_splits(["S01", "S31", "S32"], protocol.LPBA40_SPLITS)
+    assert not caplog.text

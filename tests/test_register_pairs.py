@@ -120,3 +120,24 @@ def test_gpu_warm_up_runs_once_per_job_not_per_pair(demo_dataset, tmp_path, monk
     records = register_pairs(method, demo_dataset, pairs, tmp_path)
     assert method.calls == len(pairs) + 1  # one untimed warm-up, then each pair once
     assert [r["device"] for r in records] == ["pretend GPU"] * len(pairs)
+
+
+def test_a_model_registering_other_data_than_its_training_data_is_said(
+        checkpoint, demo_dataset, tmp_path, caplog):
+    """Issue 22: a model trained on 4 mm data registered 8 mm data without a word."""
+    import logging
+
+    from regbench.data.demo import make_demo
+
+    coarse = make_demo(tmp_path / "coarse", subjects=6, scale=0.125, seed=0)
+    method = ["--pair", "demo05", "demo06", "--checkpoint", str(checkpoint), "--device", "cpu"]
+    with caplog.at_level(logging.WARNING):
+        assert main(["register-pairs", "dualprnet", "--data", str(coarse), "--out-root",
+                     str(tmp_path / "coarse-run"), *method]) == 0
+    assert "dualprnet was trained on other data than the training split of" in caplog.text
+    assert "on a grid of 20x24x20 at 8x8x8 mm" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main(["register-pairs", "dualprnet", "--data", str(demo_dataset.root),
+                     "--out-root", str(tmp_path / "run"), *method]) == 0
+    assert "trained on other data" not in caplog.text

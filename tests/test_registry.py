@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
+from packaging.requirements import Requirement
 
 from regbench.cli import main
 from regbench.io import read_field
@@ -97,3 +100,16 @@ def test_unknown_option_raises(tmp_path, demo_dataset, capsys):
         main(["register", "affine", "--data", str(demo_dataset.root), "--moving", "demo05",
               "--fixed", "demo06", "--out", str(tmp_path), "--option", "threads"])
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_optional_packages_are_those_of_their_extra():
+    """Issue 22: FireANTs and elastix without their packages ended in ModuleNotFoundError. Each
+    method names the distributions it imports and the extra of pyproject.toml that has them."""
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    extras = {extra: {Requirement(spec).name.lower() for spec in specs}
+              for extra, specs in pyproject["project"]["optional-dependencies"].items()}
+    requires = {name: cls.requires for name, cls in available_methods().items() if cls.requires}
+    assert set(requires) >= {"fireants", "elastix"}
+    for name, packages in requires.items():
+        for package, extra in packages.items():
+            assert package in extras[extra], (name, package, extra)

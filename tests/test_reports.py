@@ -364,6 +364,10 @@ def test_tables_cli_writes_every_format(per_pair: pd.DataFrame, tmp_path: Path) 
     assert cli(["tables", "--per-pair", str(csv), "--dataset", "lpba40", "--out-dir",
                 str(out)]) == 2
     assert cli(["tables", "--per-pair", str(csv), "--kind", "ablation", "--convention",
+                "merged", "--out-dir", str(out)]) == 2  # no ablation method in it (issue 22)
+    ablation = tmp_path / "ablation.csv"
+    per_pair.replace({"method": {"syn": "dualprnet-dsf"}}).to_csv(ablation, index=False)
+    assert cli(["tables", "--per-pair", str(ablation), "--kind", "ablation", "--convention",
                 "merged", "--out-dir", str(out)]) == 0
     assert "Demo merged" in (out / "ablation.md").read_text()
 

@@ -55,6 +55,16 @@ def test_block_mode_takes_the_majority_and_gives_ties_to_small_structures():
     assert not coarse[:, :, 1].any()
 
 
+def test_block_mode_counts_whole_blocks_of_the_smallest_scale():
+    """Issue 22: at scale 0.03125 a 32x32x32 block inside one structure holds 32,768 voxels
+    of it, which an int16 count wrapped to -32,768, so the block became background."""
+    factor = block_factor(0.03125)
+    labels = np.zeros((2 * factor, factor, factor), dtype=np.int32)
+    labels[:factor] = 3  # the first block lies wholly inside structure 3
+    labels[factor:factor + 4] = 3  # the second block is mostly background
+    assert block_mode(labels, factor).ravel().tolist() == [3, 0]
+
+
 def test_crop_grid_centres_the_coarse_voxels_on_their_blocks():
     shape, affine = crop_grid(0.5)
     fine_shape, fine = crop_grid(1.0)

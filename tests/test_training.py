@@ -291,6 +291,30 @@ def test_validation_pairs_never_share_a_subject_with_the_test_split(demo_dataset
     assert not {s for pair in pairs for s in pair} & set(dataset.test)
 
 
+def test_one_validation_subject_is_said(demo_dataset, tmp_path, caplog):
+    """Issue 22: a val split of 1 subject made training validate on training pairs without a
+    word."""
+    import logging
+    import shutil
+
+    from regbench.data.dataset import Dataset
+    from regbench.io import write_json
+
+    root = tmp_path / "data"
+    shutil.copytree(demo_dataset.root, root)
+    manifest = json.loads((root / "dataset.json").read_text())
+    manifest["splits"].update(train=["demo01", "demo02", "demo03"], val=["demo04"])
+    write_json(root / "dataset.json", manifest)
+    with caplog.at_level(logging.WARNING):
+        pairs = validation_pairs(Dataset.load(root), 4)
+    assert {s for pair in pairs for s in pair} <= {"demo01", "demo02", "demo03"}
+    assert "the validation split holds 1 subject (demo04), no pair" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        validation_pairs(demo_dataset, 4)  # no val split at all: the demo's choice, said nowhere
+    assert not caplog.text
+
+
 @pytest.mark.parametrize("flags, expected", [
     ({"avx512f", "avx512_bf16"}, torch.bfloat16),  # Cooper Lake, Sapphire Rapids, Zen 4
     ({"avx512f", "amx_bf16", "amx_tile"}, torch.bfloat16),

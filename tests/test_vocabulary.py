@@ -4,6 +4,7 @@ the workflow and the reports take them from there."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -40,3 +41,39 @@ def test_the_workflow_writes_no_name_of_its_own():
         code = "\n".join(line.split("#")[0] for line in path.read_text().splitlines())
         for word in words:
             assert not re.search(rf"[\"']{re.escape(word)}[\"']", code), (path.name, word)
+
+
+def _spelled_names(path: Path) -> list[tuple[int, str]]:
+    """``(line, text)`` of each string in the code of ``path`` that names a run-folder file: a
+    string without spaces (help texts and docstrings, prose, may name the files) whose last
+    path part is one of :data:`regbench.naming.RUN_FILES`."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef
+                                | ast.AsyncFunctionDef)
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    found = []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                and id(node) not in docstrings and not re.search(r"\s", node.value)
+                and node.value.rsplit("/", 1)[-1] in naming.RUN_FILES):
+            found.append((node.lineno, node.value))
+    return found
+
+
+def test_the_files_of_a_run_folder_are_named_in_the_vocabulary_alone():
+    """Issue 24: field.nii.gz, runtime.json, metrics.json, ... were spelled in 7 modules."""
+    spelled = {}
+    for folder in ("regbench", "baselines", "models"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path != ROOT / "regbench" / "naming.py" and _spelled_names(path):
+                spelled[str(path.relative_to(ROOT))] = _spelled_names(path)
+    assert not spelled, spelled
+
+
+def test_the_run_file_check_finds_a_spelled_name(tmp_path):
+    code = tmp_path / "module.py"
+    code.write_text('"""Writes field.nii.gz."""\nPATH = f"{root}/metrics.json"\n'
+                    'HELP = "writes OUT/runtime.json"\n')
+    assert _spelled_names(code) == [(2, "/metrics.json")]

@@ -242,15 +242,62 @@ def without_raw(config: dict) -> None:
     (lambda c: c["datasets"]["lpba40"].update(subjects=["S01", "S31"]), "fewer than 2 test"),
     (lambda c: c["datasets"].update(demo={"subjects": 6, "test_subjects": 5}),
      "datasets.demo: demo: test_subjects=5 must be a whole number from 2 to 4"),
+    # issue 22: each failed only when its job ran
+    (lambda c: c["methods"].update(affine={"learned": True}),
+     "methods.affine: learned: true, but 'affine' is not a learned method"),
+    (lambda c: c["methods"].update(syn={"options": {"reg_iterations": "many"}}),
+     "methods.syn.options: method 'syn': option reg_iterations='many'"),
+    (lambda c: c["experiments"]["ablation"].update(methods=["identity", "dualprnet"]),
+     "experiment 'ablation' runs none of dualprnet-ssf, dualprnet-dsf"),
+    (lambda c: c["methods"].update(
+        mine={"rule_file": "workflow/rules/methods/example_external.smk", "label": "SyN"}),
+     "methods.mine: label 'SyN' is the label of method 'syn'"),
 ], ids=["unknown-key", "missing-raw", "unknown-method", "method-not-registered",
         "reserved-name", "figure-pair",
-        "one-test-subject", "demo-test-subjects"])
+        "one-test-subject", "demo-test-subjects", "learned-classical-method", "bad-option",
+        "ablation-without-ablation-methods", "external-labelled-like-a-method"])
 def test_bad_configuration_is_refused_with_a_message(change, message, tmp_path):
     config = yaml.safe_load(PAPER.read_text())
     change(config)
     done = snakemake("-n", "--configfile", overlay(tmp_path, "bad.yaml", config), check=False)
     assert done.returncode != 0
     assert message in done.stdout, done.stdout[-3000:]
+
+
+def test_a_key_given_twice_fails_the_dry_run(tmp_path):
+    """Issue 22: YAML keeps the last of two equal keys, so a setting given twice lost a value."""
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(PAPER.read_text() + "\ntrain:\n  steps: 10\n")
+    done = snakemake("-n", "--configfile", str(twice), check=False)
+    assert done.returncode != 0
+    assert f"config: {twice}, line " in done.stdout, done.stdout[-3000:]
+    assert "key 'train' is given twice in one mapping" in done.stdout, done.stdout[-3000:]
+
+
+NEEDS_ABSENT_PACKAGE = """
+from regbench.methods import Method
+
+
+class NeedsAbsentPackage(Method):
+    name = "needs-absent-package"
+    label = "Needs an absent package"
+    requires = {"regbench-absent-package": "baselines"}
+"""
+
+
+def test_a_method_without_its_package_fails_the_dry_run(tmp_path, monkeypatch):
+    """Issue 22: a dry run of config/baselines.yaml passed without FireANTs and elastix."""
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "methods" / "needs_absent.py").write_text(NEEDS_ABSENT_PACKAGE)
+    monkeypatch.setenv("REGBENCH_METHOD_PATH", str(tmp_path / "methods"))
+    config = yaml.safe_load(PAPER.read_text())
+    config["methods"]["needs-absent-package"] = {}
+    config["experiments"]["main"]["methods"].append("needs-absent-package")
+    done = snakemake("-n", "--configfile", overlay(tmp_path, "bad.yaml", config), check=False)
+    assert done.returncode != 0
+    assert "methods.needs-absent-package: method 'needs-absent-package' needs " \
+        "regbench-absent-package, which is not installed" in done.stdout, done.stdout[-3000:]
+    assert 'pip install -e ".[baselines]"' in done.stdout, done.stdout[-3000:]
 
 
 # --- environments and profiles ---------------------------------------------------------------

@@ -20,12 +20,18 @@ def add_commands(subparsers) -> None:
             "format: (X, Y, Z, 3) voxel displacements on the fixed grid, pulling the moving "
             "image. Write OUT_ROOT/<moving>/<fixed>/field.nii.gz and runtime.json (method "
             "METHOD, time and device null), which `regbench evaluate-pairs` then scores. Every "
-            "file is checked before anything is written."))
+            "file is checked before anything is written. OUT_ROOT is a run folder: pairs of "
+            "another method, label or Learn2Reg folder there are refused (see --replace-stale)."))
     importer.add_argument("folder", metavar="FOLDER", help="folder of Learn2Reg fields")
     importer.add_argument("--data", required=True, help="prepared dataset folder")
     importer.add_argument("--out-root", required=True, help="run folder to write the pairs into")
     importer.add_argument("--method", required=True, help="the run's method name")
     importer.add_argument("--label", help="name in tables and figures (default: METHOD)")
+    importer.add_argument("--replace-stale", action="store_true",
+                          help="when OUT_ROOT holds pairs of another registration setup "
+                               "(another method, label or Learn2Reg folder), delete them and "
+                               "import afresh (the workflow does; without it such a folder is "
+                               "refused)")
     add_pair_choice(importer)
     importer.set_defaults(func=run_import, learn2reg_parser=importer)
 
@@ -45,10 +51,20 @@ def add_commands(subparsers) -> None:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    from regbench.methods import available_methods
+
+    parser: argparse.ArgumentParser = args.learn2reg_parser
+    for name, cls in available_methods().items():
+        if args.method == name or (args.label or args.method) == cls.label:
+            parser.error(f"--method {args.method}"
+                         + (f" --label {args.label!r}" if args.label else "")
+                         + f": the name or label of the suite's method {name!r} ({cls.label}); "
+                         "an import needs its own, or its rows and the suite's are one in the "
+                         "tables")
     dataset = Dataset.load(args.data)
-    pairs = chosen_pairs(args.learn2reg_parser, args, dataset)
+    pairs = chosen_pairs(parser, args, dataset)
     for path in import_learn2reg(args.folder, dataset, pairs, args.out_root, args.method,
-                                 args.label):
+                                 args.label, replace_stale=args.replace_stale):
         print(path)
     return 0
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from regbench.cli.arguments import whole_number
 from regbench.data.dataset import SPLITS
 from regbench.data.preparation import given_splits
 from regbench.data.registry import Dataset, available_datasets, get_dataset
@@ -43,7 +44,8 @@ def add_commands(subparsers) -> None:
                                                dataset.description or dataset.summary])))
         _common(parser, dataset)
         for option in dataset.options:
-            parser.add_argument(f"--{option.name}", type=option.type, default=option.default,
+            kind = option.type if option.minimum is None else whole_number(option.minimum)
+            parser.add_argument(f"--{option.name}", type=kind, default=option.default,
                                 action="append" if option.repeatable else "store",
                                 help=option.help)
         parser.set_defaults(func=run_prepare)

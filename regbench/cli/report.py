@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from regbench.io import InputError
-from regbench.naming import CONVENTIONS, TABLE_KINDS
+from regbench.naming import CONVENTIONS, MANIFEST, TABLE_KINDS, TABLE_NEEDS, WARPED_FILE
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,15 @@ def run_tables(args: argparse.Namespace) -> int:
     margin = EQUIVALENCE_MARGIN if args.equivalence_margin is None else args.equivalence_margin
     if not 0 < margin < 1:
         raise InputError(f"--equivalence-margin {margin}: must be between 0 and 1 (Dice)")
-    for path in make_tables(_load_per_pair(args), args.kind, args.out_dir,
-                            _conventions(args.convention), margin):
+    per_pair = _load_per_pair(args)
+    needed = TABLE_NEEDS.get(args.kind, ())
+    if needed and not set(per_pair["method"]) & set(needed):
+        found = ", ".join(sorted(set(per_pair["method"])))
+        raise InputError(f"{', '.join(map(str, args.per_pair))}: no run of the {args.kind} "
+                         f"({', '.join(needed)}), only {found}; give the per_pair.csv of the "
+                         f"{args.kind} experiment")
+    for path in make_tables(per_pair, args.kind, args.out_dir, _conventions(args.convention),
+                            margin):
         print(path)
     return 0
 
@@ -206,9 +213,9 @@ def run_figure_warped(args: argparse.Namespace) -> int:
     dataset = Dataset.load(args.data)
     warped = {}
     for label, folder in _labelled_folders(args.method_dir, "--method-dir").items():
-        path = folder / "warped.nii.gz"
+        path = folder / WARPED_FILE
         image, affine = read_image(path)
-        check_same_grid(dataset.shape, dataset.affine, dataset.root / "dataset.json",
+        check_same_grid(dataset.shape, dataset.affine, dataset.root / MANIFEST,
                         image.shape, affine, path)
         warped[label] = image
     plot_warped_comparison(dataset.image(args.moving), dataset.image(args.fixed), warped,

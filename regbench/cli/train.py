@@ -35,6 +35,7 @@ def add_commands(subparsers) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from regbench.data.dataset import Dataset
+    from regbench.degrade import check_slice_step
     from regbench.runtime import pick_device
     from regbench.training.config import TrainConfig, given_flags
     from regbench.training.loop import train
@@ -49,7 +50,12 @@ def run_train(args: argparse.Namespace) -> int:
     except ValueError as err:
         parser.error(str(err))
     pick_device(config.device)  # before any work: a missing GPU is an error of one line
-    path = train(method, Dataset.load(args.data), args.out, config,
-                 replace_stale=args.replace_stale)
+    dataset = Dataset.load(args.data)
+    try:
+        config.check_grid(dataset.shape)
+    except ValueError as err:
+        parser.error(str(err))
+    check_slice_step(config.moving_slice_step, dataset.shape[1])
+    path = train(method, dataset, args.out, config, replace_stale=args.replace_stale)
     log.info("model: %s", path)
     return 0

@@ -33,8 +33,8 @@ from regbench.io import (
     write_image,
     write_json,
 )
+from regbench.naming import MANIFEST
 
-MANIFEST = "dataset.json"
 SPLITS = ("train", "val", "test")
 """Splits a manifest may hold; ``val`` (subjects for validation during training) may be empty."""
 

@@ -41,6 +41,7 @@ from regbench.data.preparation import (
     scale_by_maximum,
     staged_dataset,
     subset_splits,
+    warn_without_test_pairs,
 )
 from regbench.data.registry import MINDBOGGLE101
 from regbench.data.resolution import (
@@ -258,6 +259,9 @@ def find_subjects(raw: str | os.PathLike) -> dict[str, str]:
 
     Groups in :data:`~regbench.data.protocol.MINDBOGGLE101_GROUPS` order, subjects in natural
     order within a group (``NKI-TRT-20-2`` before ``NKI-TRT-20-10``).
+
+    Raises:
+        InputError: a subject's folder is in two group folders (which one holds its volumes?).
     """
     raw = Path(raw)
     found: dict[str, str] = {}
@@ -267,7 +271,10 @@ def find_subjects(raw: str | os.PathLike) -> dict[str, str]:
             continue
         names = [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
         for name in sorted(names, key=_natural):
-            found.setdefault(name, group)
+            if name in found:
+                raise InputError(f"{raw}: subject {name} is in {group_folder(found[name])}/ and "
+                                 f"in {group_folder(group)}/; keep one of the two folders")
+            found[name] = group
     return found
 
 
@@ -372,6 +379,7 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike,
             log.debug("%s: cropped; labels set to 0: %s", subject, dropped[subject])
         if splits is None:
             splits = subset_splits(chosen, protocol.MINDBOGGLE101_SPLITS)
+            warn_without_test_pairs(splits)
         manifest = make_manifest(
             name=MINDBOGGLE101.name,
             source=("Mindboggle-101 <GROUP>_volumes_in_MNI152 (mindboggle.info, CC BY-NC-SA "

@@ -44,8 +44,22 @@ def parse_subjects(subjects: str | Sequence[str] | None) -> list[str] | None:
 
 def subset_splits(chosen: Sequence[str], splits: Mapping[str, Sequence[str]]
                   ) -> dict[str, list[str]]:
-    """The splits restricted to the chosen subjects, in the order they were chosen."""
-    return {split: [s for s in chosen if s in set(splits.get(split, []))] for split in SPLITS}
+    """The splits restricted to the chosen subjects, in the order they were chosen (a warning
+    when that leaves no test pair, :func:`warn_without_test_pairs`)."""
+    subset = {split: [s for s in chosen if s in set(splits.get(split, []))] for split in SPLITS}
+    warn_without_test_pairs(subset)
+    return subset
+
+
+def warn_without_test_pairs(splits: Mapping[str, Sequence[str]]) -> None:
+    """Warn when the test split holds fewer than 2 subjects: the dataset then has no test pair
+    (``register-pairs --test-pairs`` refuses it). A ``--subjects`` list that keeps too few of
+    the paper's test subjects does this; a preparation of a few training subjects may mean to."""
+    test = list(splits.get("test", []))
+    if len(test) < 2:
+        log.warning("the test split holds %d subject(s)%s: the dataset has no test pair to "
+                    "register; add test subjects to --subjects, or give --test", len(test),
+                    f" ({', '.join(test)})" if test else "")
 
 
 def given_splits(train: str | Sequence[str] | None = None, val: str | Sequence[str] | None = None,

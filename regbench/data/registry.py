@@ -73,6 +73,8 @@ class Option:
     """The workflow sets it to the preparation job's threads."""
     repeatable: bool = False
     """The flag may be given again; the preparer gets the list of values (``None``: none)."""
+    minimum: int | None = None
+    """An integer option's smallest value (the command line refuses less in one line)."""
 
 
 def key_value(text: str) -> tuple[str, Any]:
@@ -221,8 +223,8 @@ LPBA40 = Dataset(
     options=(
         Option("threads", int, None,
                "ITK threads for ANTs (default: 1; with more, ANTs' sampled metric makes reruns "
-               "differ slightly)", workflow_threads=True),
-        Option("seed", int, 0, "seed of ANTs' metric sampling (default: 0)"),
+               "differ slightly)", workflow_threads=True, minimum=1),
+        Option("seed", int, 0, "seed of ANTs' metric sampling (default: 0)", minimum=0),
         Option("registration", key_value, None,
                "an ants.registration keyword of the alignment to MNI152, overriding ANTsPy's "
                "Affine defaults, as KEY=VALUE with VALUE read as YAML (e.g. "

@@ -80,9 +80,10 @@ def block_mode(labels: np.ndarray, factor: int) -> np.ndarray:
     blocks = _blocks(labels, factor)
     values, totals = np.unique(labels, return_counts=True)
     best = np.zeros(blocks.shape[:3], dtype=np.int32)
-    best_count = np.zeros(blocks.shape[:3], dtype=np.int16)
+    # int32: a block of 32**3 voxels counts up to 32,768, one more than int16 holds
+    best_count = np.zeros(blocks.shape[:3], dtype=np.int32)
     for value in values[np.argsort(totals, kind="stable")]:  # smallest first: it keeps ties
-        count = (blocks == value).sum(axis=-1, dtype=np.int16)
+        count = (blocks == value).sum(axis=-1, dtype=np.int32)
         better = count > best_count
         best[better] = value
         best_count[better] = count[better]

@@ -22,6 +22,7 @@ import pandas as pd
 
 from regbench import metric_table
 from regbench.io import InputError, atomic_path, read_json
+from regbench.naming import METRICS_FILE
 from regbench.reports.style import CANONICAL_LABELS, method_rank
 from regbench.runs import check_run
 
@@ -33,7 +34,6 @@ IDENTITY_COLUMNS: tuple[str, ...] = (
 """The columns before the metrics: which pair, of which run, and its runtime."""
 PAIR_KEY: tuple[str, ...] = ("dataset", "method", "slice_step", "moving", "fixed")
 """Columns that identify one row of a per-pair table."""
-METRICS_FILE = "metrics.json"
 
 
 def base_columns() -> tuple[str, ...]:

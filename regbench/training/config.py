@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +119,20 @@ class TrainConfig:
     weight_decay: float = SETTINGS["weight_decay"].default
     clip_grad_norm: float = SETTINGS["clip_grad_norm"].default
     num_workers: int = SETTINGS["num_workers"].default
+
+    def check_grid(self, shape: Sequence[int]) -> None:
+        """Refuse a ``crop_jitter`` that does not fit a dataset's grid ``(X, Y, Z)``: each volume
+        shifts on its own, so moving and fixed part by up to twice the jitter, and at the whole
+        grid's width they no longer overlap.
+
+        Raises:
+            ValueError: twice ``crop_jitter`` is at least the grid's smallest side.
+        """
+        side = min(shape)
+        if 2 * self.crop_jitter >= side:
+            raise ValueError(f"crop_jitter {self.crop_jitter}: moving and fixed would part by up "
+                             f"to {2 * self.crop_jitter} voxels on a grid of "
+                             f"{'x'.join(map(str, shape))}; give at most {(side - 1) // 2}")
 
     def __post_init__(self) -> None:
         for name, setting in SETTINGS.items():

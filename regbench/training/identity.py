@@ -14,7 +14,6 @@ sum in another order and end in other weights.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 
-from regbench.checkpoint import BEST, CHECKPOINT, FINAL, MODEL, load_checkpoint
+from regbench.checkpoint import BEST, CHECKPOINT, FINAL, MODEL, load_checkpoint, plain
 from regbench.io import InputError
 from regbench.training.config import RUN_ONLY_FIELDS, TrainConfig
 from regbench.training.logs import LOSS_LOG, RECORD
@@ -115,8 +114,3 @@ def differences(state: dict[str, Any], identity: dict[str, Any], resuming: bool 
         if key not in RUN_ONLY_FIELDS and saved.get(key) != wanted.get(key):
             differences.append(f"{key} {saved.get(key)!r} != {wanted.get(key)!r}")
     return differences
-
-
-def plain(value: Any) -> Any:
-    """JSON-compatible copy (tuples become lists), so options compare as they are recorded."""
-    return json.loads(json.dumps(value))

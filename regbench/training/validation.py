@@ -4,6 +4,7 @@ by the network as registration will and scored by the mean region Dice (both con
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,8 @@ from regbench.io import InputError
 if TYPE_CHECKING:
     from regbench.data.dataset import Dataset
     from regbench.methods import LearnedMethod
+
+log = logging.getLogger(__name__)
 
 
 class Validation:
@@ -65,6 +68,11 @@ def validation_pairs(dataset: Dataset, count: int) -> list[tuple[str, str]]:
     """``count`` ordered pairs (moving, fixed) of the ``val`` split (the training split when the
     dataset has fewer than 2 validation subjects), evenly spread over all its ordered pairs."""
     subjects = dataset.val if len(dataset.val) >= 2 else dataset.train
+    if len(dataset.val) == 1:  # a split meant for validation that holds no pair
+        log.warning("%s: the validation split holds 1 subject (%s), no pair: validating on "
+                    "pairs of the training split instead, which measure fit, not "
+                    "generalisation; give the val split 2 subjects or more", dataset.root,
+                    dataset.val[0])
     overlap = sorted(set(subjects) & set(dataset.test))
     if overlap:
         raise InputError(f"{dataset.root}: subjects {overlap} are in the test split and in the "

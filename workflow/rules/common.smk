@@ -23,6 +23,7 @@ import shlex
 import sys
 from typing import NamedTuple
 
+import yaml
 from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, workflow.basedir)  # this checkout's regbench, installed or not
@@ -93,6 +94,8 @@ def _check_datasets():
 
 
 def _check_config():
+    for path in workflow.configfiles:
+        _check_unique_keys(path)
     for name, experiment in config["experiments"].items():
         if name in RESERVED_FOLDERS:
             raise WorkflowError(f"config: experiment name {name!r} is reserved "
@@ -104,23 +107,31 @@ def _check_config():
             if method in EXTERNAL and experiment["slice_steps"] != [1]:
                 raise WorkflowError(f"config: experiment {name!r}: external method {method!r} "
                                     "runs at slice step 1 only")
+        needed = naming.TABLE_NEEDS.get(name, ())
+        if needed and not set(experiment["methods"]) & set(needed):
+            raise WorkflowError(f"config: experiment {name!r} runs none of "
+                                f"{', '.join(needed)}: its table would show nothing of the "
+                                f"{name}")
         for dataset in experiment.get("datasets", []):
             if dataset not in DATASETS:
                 raise WorkflowError(f"config: experiment {name!r} names dataset {dataset!r}, "
                                     f"which is not under `datasets` ({', '.join(DATASETS)})")
-    unknown = [name for name in INTERNAL if name not in naming.CANONICAL_METHODS]
-    if unknown:
-        available = _registered_methods()
-        for name in unknown:
-            if available is not None and name not in available:
-                raise WorkflowError(
-                    f"config: method {name!r} under `methods` is not a regbench method "
-                    f"({', '.join(available)}); add its file to baselines/, models/ or a folder "
-                    "of REGBENCH_METHOD_PATH, or give it a rule_file")
+    available = _registered_methods()
+    for name in INTERNAL if available is not None else ():
+        _check_method(name, available)
+    labels = {naming.CANONICAL_LABELS.get(name, name): name for name in INTERNAL}
+    if available is not None:
+        labels.update({cls.label: name for name, cls in available.items()})
     for name in EXTERNAL:
         if METHODS[name]["learned"]:
             raise WorkflowError(f"config: external method {name!r} cannot be `learned`; its "
                                 "rule file trains it if it needs to")
+        label = METHODS[name].get("label", name)
+        if label in labels:
+            raise WorkflowError(f"config: methods.{name}: label {label!r} is the label of "
+                                f"method {labels[label]!r}; the tables could not tell the two "
+                                "apart: give another")
+        labels[label] = name
     figure_method = config["figures"]["method"]
     if figure_method in METHODS and figure_method not in LEARNED:
         raise WorkflowError(f"config: figures.method {figure_method!r} is not a learned method")
@@ -146,14 +157,62 @@ def _check_config():
             raise WorkflowError(f"config: figures pair {pair} is not a test pair of {dataset}")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key written twice in one mapping (PyYAML keeps the last
+    without a word, so a setting given twice would silently lose one of its values)."""
+
+    def construct_mapping(self, node, deep=False):
+        self.flatten_mapping(node)
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise WorkflowError(
+                    f"config: {key_node.start_mark.name}, line {key_node.start_mark.line + 1}: "
+                    f"key {key!r} is given twice in one mapping (YAML would keep the last); "
+                    "keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _check_unique_keys(path):
+    with open(path) as file:
+        yaml.load(file, Loader=_UniqueKeyLoader)
+
+
 def _registered_methods():
-    """The method registry's names, or None where it cannot be imported (Snakemake's own
-    environment need not hold PyTorch: the rules' environment then finds an unknown method)."""
+    """The method registry (name -> class), or None where it cannot be imported (Snakemake's own
+    environment need not hold PyTorch: the rules' environment then finds what is wrong)."""
     try:
         from regbench.methods import available_methods
     except ImportError:
         return None
-    return list(available_methods())
+    return available_methods()
+
+
+def _check_method(name, available):
+    """Refuse, when the DAG is built, what would fail only when the method's jobs run: a method
+    that is not registered, a missing optional package, `learned` that is not the method's, an
+    option it does not take (each option alone; its device is not checked: jobs may run on
+    another machine)."""
+    cls = available.get(name)
+    if cls is None:
+        raise WorkflowError(
+            f"config: method {name!r} under `methods` is not a regbench method "
+            f"({', '.join(available)}); add its file to baselines/, models/ or a folder "
+            "of REGBENCH_METHOD_PATH, or give it a rule_file")
+    missing = cls.missing_packages()
+    if missing:
+        raise WorkflowError(f"config: methods.{name}: {missing}")
+    if METHODS[name]["learned"] != cls.learned:
+        raise WorkflowError(
+            f"config: methods.{name}: learned: {str(METHODS[name]['learned']).lower()}, but "
+            f"{name!r} is {'a' if cls.learned else 'not a'} learned method; write learned: "
+            f"{str(cls.learned).lower()}")
+    try:
+        cls.check_options(METHODS[name].get("options") or {})
+    except ValueError as err:
+        raise WorkflowError(f"config: methods.{name}.options: {err}") from None
 
 
 # --- datasets and pairs ---------------------------------------------------------------------

@@ -70,4 +70,4 @@ for dataset in DATASETS:
         shell:
             "regbench learn2reg-import {input.folder:q} --data {params.data} --test-pairs "
             "--out-root {params.out_root} --method {wildcards.entry} --label {params.label:q} "
-            "> {log} 2>&1"
+            "--replace-stale > {log} 2>&1"
