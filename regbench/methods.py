@@ -225,7 +225,8 @@ class LearnedMethod(Method):
         self.network: torch.nn.Module | None = None
         self._device = torch.device("cpu")
         self.checkpoint: dict[str, Any] | None = None
-        """``{"sha256", "step", "steps"}`` of the checkpoint loaded (:meth:`from_checkpoint`)."""
+        """``{"sha256", "step", "steps", "finished"}`` of the checkpoint loaded
+        (:meth:`from_checkpoint`)."""
         self.trained_on: dict[str, Any] | None = None
         """The checkpoint's record of its training data: dataset name, splits, fingerprint."""
 

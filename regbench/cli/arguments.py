@@ -70,17 +70,15 @@ def add_option_flag(parser: argparse.ArgumentParser) -> None:
 
 def parse_options(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, Any]:
     """``["key=value", ...]`` -> ``{key: yaml value}``; malformed items end with a usage error."""
-    import yaml
+    from regbench.data.registry import key_value
 
     options = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            parser.error(f"--option {item!r}: expected KEY=VALUE")
         try:
-            options[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as err:
-            parser.error(f"--option {item!r}: VALUE is not valid YAML ({err})")
+            key, value = key_value(item)
+        except ValueError as err:
+            parser.error(f"--option {err}")
+        options[key] = value
     return options
 
 

@@ -78,7 +78,8 @@ class Option:
 
 
 def key_value(text: str) -> tuple[str, Any]:
-    """``"KEY=VALUE"`` -> ``(KEY, VALUE read as YAML)``, for a repeatable :class:`Option`.
+    """``"KEY=VALUE"`` -> ``(KEY, VALUE read as YAML)``: a repeatable :class:`Option`'s type, and
+    what ``--option`` of the method commands reads (:func:`regbench.cli.arguments.parse_options`).
 
     Raises:
         ValueError: no ``=``, an empty key, or a VALUE that is not YAML.
