@@ -164,6 +164,7 @@ def summary(table: pd.DataFrame) -> dict[str, float]:
 def report(args: argparse.Namespace) -> None:
     import matplotlib.pyplot as plt
 
+    from regbench.methods import get_method
     from regbench.reports.figures import save_figure
 
     config = merged_config(args.config)
@@ -171,10 +172,12 @@ def report(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     main = pd.read_csv(Path(args.main) / "main" / "per_pair.csv")
     full = len(config["datasets"][dataset_of(config)]["splits"]["train"])
-    rows = []
+    rows, configured = [], {}
     for method in NETWORKS:
         label = main.loc[main["method"] == method, "label"].iloc[0]
-        weight = config["methods"][method].get("options", {}).get("smoothness_weight", 1.0)
+        weight = config["methods"][method].get("options", {}).get(
+            "smoothness_weight", get_method(method).defaults["smoothness_weight"])
+        configured[label] = weight
         default = {"network": label, **summary(main[main["method"] == method])}
         arms = [(full, weight, default)]
         for folder in sorted(runs.glob(f"subjects*/{method}/per_pair.csv")):
@@ -186,8 +189,6 @@ def report(args: argparse.Namespace) -> None:
         rows += [{"training subjects": n, "smoothness weight": w, **values}
                  for n, w, values in arms]
     table = pd.DataFrame(rows)
-    configured = {row["network"]: row["smoothness weight"] for row in rows
-                  if row["training subjects"] == full}
     by_subjects = table[table["smoothness weight"] == table["network"].map(configured)].sort_values(
         ["network", "training subjects"])
     by_weight = table[table["training subjects"] == full].sort_values(
