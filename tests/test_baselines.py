@@ -5,7 +5,6 @@ ANTs runs with one thread and few SyN iterations on the 40x48x40 demo grid to st
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import ants
 import numpy as np
 import pytest
 import torch
+from benchmark_scripts import load
 from scipy import ndimage
 
 from regbench import metrics
@@ -34,7 +34,6 @@ from regbench.transforms import identity_grid, pad_to_multiple, warp, warp_label
 torch.set_num_threads(1)
 
 FAST_SYN = {"threads": 1, "reg_iterations": [20, 10, 5]}
-PARITY_SCRIPT = Path(__file__).parents[1] / "benchmarks" / "vm2019_parity.py"
 PARITY_REFERENCE = Path(__file__).parent / "data" / "vm2019_parity.npz"
 
 
@@ -207,10 +206,7 @@ def test_voxelmorph_2019_network_needs_multiples_of_16():
 
 
 def parity_script():
-    spec = importlib.util.spec_from_file_location("vm2019_parity", PARITY_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("vm2019_parity")
 
 
 def test_voxelmorph_matches_the_authors_2019_keras_network(monkeypatch):

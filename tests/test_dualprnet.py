@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from benchmark_scripts import load
 from torch import nn
 
 from regbench.methods import LearnedMethod, get_method
@@ -27,7 +25,6 @@ torch.set_num_threads(1)
 EVEN = (32, 48, 40)
 ODD = (33, 47, 35)
 METHODS = ("dualprnet", "dualprnet-dsf", "dualprnet-ssf")
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "speed_memory.py"
 
 
 def pair(shape, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -321,17 +318,8 @@ def test_a_short_training_run_raises_dice_well_above_the_identity():
     assert dice > identity_dice + 0.12, (identity_dice, dice)
 
 
-def load_benchmark():
-    """The script as a module (registered in sys.modules, which its dataclass needs)."""
-    if "speed_memory" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("speed_memory", BENCHMARK)
-        sys.modules["speed_memory"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules["speed_memory"])
-    return sys.modules["speed_memory"]
-
-
 def test_benchmark_script_smoke(tmp_path, capsys):
-    bench = load_benchmark()
+    bench = load("speed_memory")
     csv_path, md_path = tmp_path / "bench.csv", tmp_path / "bench.md"
     code = bench.main(["--methods", "dualprnet,voxelmorph,no-such-method", "--sizes", "32x32x32",
                        "--repeats", "1", "--warmup", "0", "--device", "cpu",
@@ -352,7 +340,7 @@ def test_benchmark_script_smoke(tmp_path, capsys):
 
 
 def test_benchmark_rejects_bad_arguments():
-    bench = load_benchmark()
+    bench = load("speed_memory")
     with pytest.raises(SystemExit):
         bench.parse_args(["--sizes", "32x32"])
     with pytest.raises(SystemExit):

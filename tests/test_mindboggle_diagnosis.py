@@ -4,26 +4,21 @@ arms' validation curves, or refused, naming what is missing."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from benchmark_scripts import load
 from test_real_cpu import write_synthetic_layout
 from test_workflow import snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "mindboggle_diagnosis.py"
 
 
 @pytest.fixture(scope="module")
 def diagnosis():
-    if "mindboggle_diagnosis" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("mindboggle_diagnosis", SCRIPT)
-        sys.modules["mindboggle_diagnosis"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules["mindboggle_diagnosis"])
-    return sys.modules["mindboggle_diagnosis"]
+    return load("mindboggle_diagnosis")
 
 
 def test_every_overlay_is_one_arm(diagnosis):

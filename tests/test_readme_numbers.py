@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "readme_numbers.py"
 
 
 @pytest.fixture(scope="module")
 def numbers():
-    if "readme_numbers" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("readme_numbers", SCRIPT)
-        sys.modules["readme_numbers"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules["readme_numbers"])
-    return sys.modules["readme_numbers"]
+    return load("readme_numbers")
 
 
 @pytest.fixture

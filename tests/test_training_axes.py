@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from benchmark_scripts import load
 
 from regbench.data.dataset import Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "training_axes.py"
 CONFIGS = [str(ROOT / "config" / name) for name in ("lpba40_cpu.yaml", "lpba40_cpu_dev.yaml")]
 
 
 @pytest.fixture(scope="module")
 def axes():
-    if "training_axes" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("training_axes", SCRIPT)
-        sys.modules["training_axes"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules["training_axes"])
-    return sys.modules["training_axes"]
+    return load("training_axes")
 
 
 def test_the_configuration_files_merge_as_snakemake_merges_them(axes):
