@@ -5,7 +5,9 @@ the workflow and the reports take them from there."""
 from __future__ import annotations
 
 import ast
+import io
 import re
+import tokenize
 from pathlib import Path
 
 from regbench import naming
@@ -62,13 +64,33 @@ def _spelled_names(path: Path) -> list[tuple[int, str]]:
     return found
 
 
+def _spelled_in_rules(path: Path) -> list[tuple[int, str]]:
+    """:func:`_spelled_names` of a Snakemake file (Snakefile, ``*.smk``): Snakemake's grammar
+    is not Python's, but its tokens are, so each string token (an f-string's parts too) is
+    read as :func:`_spelled_names` reads a string of Python code."""
+    found = []
+    for token in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+        if token.type != tokenize.STRING:
+            continue
+        for node in ast.walk(ast.parse(token.string.strip(), mode="eval")):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                    and not re.search(r"\s", node.value)
+                    and node.value.rsplit("/", 1)[-1] in naming.RUN_FILES):
+                found.append((token.start[0], node.value))
+    return found
+
+
 def test_the_files_of_a_run_folder_are_named_in_the_vocabulary_alone():
-    """Issue 24: field.nii.gz, runtime.json, metrics.json, ... were spelled in 7 modules."""
+    """Issue 24: field.nii.gz, runtime.json, metrics.json, ... were spelled in 7 modules; the
+    workflow's rules name them through regbench.naming too (workflow/rules/common.smk)."""
     spelled = {}
-    for folder in ("regbench", "baselines", "models"):
+    for folder in ("regbench", "baselines", "models", "workflow"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             if path != ROOT / "regbench" / "naming.py" and _spelled_names(path):
                 spelled[str(path.relative_to(ROOT))] = _spelled_names(path)
+    for path in [ROOT / "Snakefile", *sorted((ROOT / "workflow").rglob("*.smk"))]:
+        if _spelled_in_rules(path):
+            spelled[str(path.relative_to(ROOT))] = _spelled_in_rules(path)
     assert not spelled, spelled
 
 
@@ -77,3 +99,11 @@ def test_the_run_file_check_finds_a_spelled_name(tmp_path):
     code.write_text('"""Writes field.nii.gz."""\nPATH = f"{root}/metrics.json"\n'
                     'HELP = "writes OUT/runtime.json"\n')
     assert _spelled_names(code) == [(2, "/metrics.json")]
+
+
+def test_the_run_file_check_reads_snakemake_files(tmp_path):
+    rules = tmp_path / "rules.smk"
+    rules.write_text('# writes field.nii.gz\nrule a:\n    output:\n'
+                     '        f"{PAIR}/runtime.json",\n        "data/{dataset}/dataset.json",\n'
+                     '        f"{PAIR}/{FIELD_FILE}",\n    shell:\n        "cp x metrics.json y"\n')
+    assert _spelled_in_rules(rules) == [(4, "/runtime.json"), (5, "data/{dataset}/dataset.json")]

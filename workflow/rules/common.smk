@@ -340,6 +340,16 @@ def run_of(wildcards):
 
 
 pair_dir = naming.pair_dir
+FIELD_FILE = naming.FIELD_FILE
+RUNTIME_FILE = naming.RUNTIME_FILE
+METRICS_FILE = naming.METRICS_FILE
+"""The files of a pair's folder, named by the vocabulary (regbench.naming) alone."""
+
+
+def manifest(dataset):
+    """data/{dataset}/dataset.json: a prepared dataset's record, written last, so it stands for
+    the whole folder (``dataset`` may be the wildcard ``"{dataset}"``)."""
+    return f"data/{dataset}/{naming.MANIFEST}"
 
 
 def run_folder(pair_file):
@@ -349,7 +359,7 @@ def run_folder(pair_file):
 
 def metrics_files(wildcards):
     """metrics.json of every run and test pair of one experiment on one dataset."""
-    return [f"{pair_dir(wildcards.dataset, wildcards.experiment, run.name, m, f)}/metrics.json"
+    return [f"{pair_dir(wildcards.dataset, wildcards.experiment, run.name, m, f)}/{METRICS_FILE}"
             for run in runs(wildcards.experiment) for m, f in test_pairs(wildcards.dataset)]
 
 
@@ -458,7 +468,7 @@ def run_inputs(dataset):
     model.pt."""
 
     def inputs(wildcards):
-        found = {"data": f"data/{dataset}/dataset.json"}
+        found = {"data": manifest(dataset)}
         model = run_of(wildcards).model
         if model is not None:
             found["model"] = model_path(dataset, model)
@@ -504,7 +514,7 @@ def run_label(run):
 def figure_pair_metrics(dataset):
     """metrics.json of every run of the main experiment on the figure pair."""
     moving, fixed = figure_pair(dataset)
-    return [f"{pair_dir(dataset, 'main', run.name, moving, fixed)}/metrics.json"
+    return [f"{pair_dir(dataset, 'main', run.name, moving, fixed)}/{METRICS_FILE}"
             for run in runs("main")]
 
 

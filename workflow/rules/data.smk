@@ -4,7 +4,7 @@
 
 rule demo_data:
     output:
-        "data/demo/dataset.json",
+        manifest("demo"),
     params:
         out=lambda wildcards, output: os.path.dirname(output[0]),
         subjects=dataset_settings("demo").get("subjects"),
@@ -26,7 +26,7 @@ rule prepare:
     input:
         unpack(prepare_input),
     output:
-        "data/{dataset}/dataset.json",
+        manifest("{dataset}"),
     wildcard_constraints:
         dataset=PREPARED_REGEX,
     params:

@@ -23,10 +23,10 @@ PAIR = "results/{dataset}/pairs/{experiment}/{run}/{moving}/{fixed}"
 
 rule register:
     input:
-        data="data/{dataset}/dataset.json",
+        data=manifest("{dataset}"),
     output:
-        field=field_output(f"{PAIR}/field.nii.gz", REGISTER["keep_volumes"]),
-        runtime=f"{PAIR}/runtime.json",
+        field=field_output(f"{PAIR}/{FIELD_FILE}", REGISTER["keep_volumes"]),
+        runtime=f"{PAIR}/{RUNTIME_FILE}",
     wildcard_constraints:
         run=CLASSIC_RUN_REGEX,
     params:
@@ -54,8 +54,8 @@ rule register:
 
 use rule register as register_figure_pair with:
     output:
-        field=f"{PAIR}/field.nii.gz",
-        runtime=f"{PAIR}/runtime.json",
+        field=f"{PAIR}/{FIELD_FILE}",
+        runtime=f"{PAIR}/{RUNTIME_FILE}",
     wildcard_constraints:
         run=CLASSIC_RUN_REGEX,
         moving=FIGURE_MOVING_REGEX,
@@ -76,13 +76,13 @@ for dataset in DATASETS:
             output:
                 fields=[
                     field_output(
-                        f"{pair_dir(dataset, '{experiment}', '{run}', *pair)}/field.nii.gz",
+                        f"{pair_dir(dataset, '{experiment}', '{run}', *pair)}/{FIELD_FILE}",
                         keeps_volumes(dataset, *pair),
                     )
                     for pair in test_pairs(dataset)
                 ],
                 runtimes=[
-                    f"{pair_dir(dataset, '{experiment}', '{run}', *pair)}/runtime.json"
+                    f"{pair_dir(dataset, '{experiment}', '{run}', *pair)}/{RUNTIME_FILE}"
                     for pair in test_pairs(dataset)
                 ],
             wildcard_constraints:
@@ -116,18 +116,18 @@ for dataset in DATASETS:
         name:
             f"evaluate_{dataset}"
         input:
-            data=f"data/{dataset}/dataset.json",
+            data=manifest(dataset),
             fields=[
-                f"{pair_dir(dataset, '{experiment}', '{run}', *pair)}/field.nii.gz"
+                f"{pair_dir(dataset, '{experiment}', '{run}', *pair)}/{FIELD_FILE}"
                 for pair in test_pairs(dataset)
             ],
             runtimes=[
-                f"{pair_dir(dataset, '{experiment}', '{run}', *pair)}/runtime.json"
+                f"{pair_dir(dataset, '{experiment}', '{run}', *pair)}/{RUNTIME_FILE}"
                 for pair in test_pairs(dataset)
             ],
         output:
             [
-                f"{pair_dir(dataset, '{experiment}', '{run}', *pair)}/metrics.json"
+                f"{pair_dir(dataset, '{experiment}', '{run}', *pair)}/{METRICS_FILE}"
                 for pair in test_pairs(dataset)
             ],
         params:

@@ -128,7 +128,7 @@ rule figures:
 
 rule figure_pyramid:
     input:
-        data="data/{dataset}/dataset.json",
+        data=manifest("{dataset}"),
         model=lambda wildcards: model_path(wildcards.dataset, config["figures"]["method"]),
     output:
         png=report(
@@ -190,7 +190,7 @@ rule figure_learning_curves:
 
 rule figure_warped:
     input:
-        data="data/{dataset}/dataset.json",
+        data=manifest("{dataset}"),
         metrics=lambda wildcards: figure_pair_metrics(wildcards.dataset),
     output:
         png=report(

@@ -10,7 +10,7 @@
 
 rule train:
     input:
-        data="data/{dataset}/dataset.json",
+        data=manifest("{dataset}"),
     output:
         "results/{dataset}/models/{model}/model.pt",
     wildcard_constraints:

@@ -20,12 +20,16 @@
 # any command reading the pair's images (data/{dataset}/images/{id}.nii.gz) and writing a field.
 
 
+EXAMPLE_PAIR = pair_dir("{dataset}", "{experiment}", "example-identity", "{moving}", "{fixed}")
+"""The pair's folder; FIELD_FILE and RUNTIME_FILE name its files (workflow/rules/common.smk)."""
+
+
 rule example_identity:
     input:
-        data="data/{dataset}/dataset.json",
+        data=manifest("{dataset}"),
     output:
-        field="results/{dataset}/pairs/{experiment}/example-identity/{moving}/{fixed}/field.nii.gz",
-        runtime="results/{dataset}/pairs/{experiment}/example-identity/{moving}/{fixed}/runtime.json",
+        field=f"{EXAMPLE_PAIR}/{FIELD_FILE}",
+        runtime=f"{EXAMPLE_PAIR}/{RUNTIME_FILE}",
     params:
         # A plain path, not workflow.source_path(): that one lies in a per-run cache, and a
         # changed parameter would make Snakemake redo every pair on every run.

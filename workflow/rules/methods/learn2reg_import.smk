@@ -40,18 +40,18 @@ for dataset in DATASETS:
         name:
             f"learn2reg_import_{dataset}"
         input:
-            data=f"data/{dataset}/dataset.json",
+            data=manifest(dataset),
             folder=learn2reg_folder,
         output:
             fields=[
                 field_output(
-                    f"{pair_dir(dataset, '{experiment}', '{entry}', *pair)}/field.nii.gz",
+                    f"{pair_dir(dataset, '{experiment}', '{entry}', *pair)}/{FIELD_FILE}",
                     keeps_volumes(dataset, *pair),
                 )
                 for pair in test_pairs(dataset)
             ],
             runtimes=[
-                f"{pair_dir(dataset, '{experiment}', '{entry}', *pair)}/runtime.json"
+                f"{pair_dir(dataset, '{experiment}', '{entry}', *pair)}/{RUNTIME_FILE}"
                 for pair in test_pairs(dataset)
             ],
         wildcard_constraints:
