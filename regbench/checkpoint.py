@@ -52,12 +52,24 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         # weights_only: a checkpoint is data, never code to run.
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt or foreign files
-        raise InputError(f"{path}: not a readable regbench checkpoint ({err})") from None
+        raise InputError(f"{path}: not a readable regbench checkpoint ({_first_line(err)})"
+                         ) from None
     missing = {"format", "method", "options", "network", "step", "config"} - set(
         state if isinstance(state, dict) else ())
     if missing:
         raise InputError(f"{path}: not a regbench checkpoint (missing {sorted(missing)})")
     return state
+
+
+def _first_line(err: Exception) -> str:
+    """What a one-line error says of ``torch.load``'s failure: the first line of its message
+    (its weights-only refusal runs to a paragraph advising ``weights_only=False``, which a
+    checkpoint, being data, never needs)."""
+    lines = str(err).strip().splitlines()
+    first = lines[0].strip() if lines else type(err).__name__
+    if first.startswith("Weights only load failed"):
+        return "not a PyTorch file of tensors and plain data"
+    return first
 
 
 def checkpoint_record(path: str | os.PathLike, state: dict[str, Any]) -> dict[str, Any]:

@@ -167,11 +167,26 @@ def export_learn2reg(run_root: str | os.PathLike, pairs: Sequence[tuple[str, str
         InputError: If ``out_dir`` is a file or cannot be made; a pair's field or runtime record
             is missing, or the run folder holds the pairs of several runs or a pair folder
             another pair's field (:func:`regbench.runs.read_run`, checked for every pair before
-            anything is written); or a field is unreadable (the pairs before it are written).
+            anything is written); ``out_dir`` holds Learn2Reg files (``disp_*``) this export
+            does not write, which would join its fields as one submission; or a field is
+            unreadable (the pairs before it are written).
     """
     read_run(run_root, pairs)
     sources = {(moving, fixed): Path(run_root) / moving / fixed / FIELD_FILE
                for moving, fixed in pairs}
+    names = {f"{learn2reg_stem(moving, fixed)}.nii.gz" for moving, fixed in pairs}
+    if Path(out_dir).is_dir():
+        # A Learn2Reg folder is scored (and imported) as one submission: a field another export
+        # left there would join this run's fields without a word.
+        others = sorted(path.name for suffix in SUFFIXES
+                        for path in Path(out_dir).glob(f"disp_*{suffix}")
+                        if path.name not in names)
+        if others:
+            raise InputError(
+                f"{out_dir}: holds {len(others)} Learn2Reg file(s) this export does not write "
+                f"({others[0]}{', ...' if len(others) > 1 else ''}), of another export or "
+                "pair: the folder would mix them with this run's fields; give an empty or new "
+                "--out, or remove them")
     out_dir = make_folder(out_dir, "Learn2Reg folder")
     written = []
     for (moving, fixed), source in sources.items():

@@ -214,7 +214,8 @@ def bad_ants_metric(tmp, dataset, hold):
 
 
 def zero_levels(tmp, dataset, hold):
-    return Setup(train_small(dataset.root, tmp / "out", "--option", "levels=0"), tmp / "out")
+    command = train_small(dataset.root, tmp / "out")  # levels=0 instead of its levels=2
+    return Setup([arg if arg != "levels=2" else "levels=0" for arg in command], tmp / "out")
 
 
 def manifest_without_affine(tmp, dataset, hold):
@@ -592,6 +593,34 @@ def ablation_table_of_main_runs(tmp, dataset, hold):
                   str(tmp / "tables")], tmp / "tables")
 
 
+# --- found by the second probe of issue 22 -------------------------------------------------
+
+
+def export_beside_another_export(tmp, dataset, hold):
+    """An export of one pair into a Learn2Reg folder holding another run's export of both pairs
+    left a folder of two runs' fields (one submission, exit 0)."""
+    folder = learn2reg_folder(tmp, dataset)  # identity's fields of both test pairs
+    run = tmp / "affine-run"
+    assert main(register_pairs(dataset.root, run, "affine")) == 0
+    return Setup(["learn2reg-export", str(run), "--data", str(dataset.root), "--pair", "demo05",
+                  "demo06", "--out", str(folder)], folder)
+
+
+def slice_spacing_table_of_main_runs(tmp, dataset, hold):
+    """tables --kind slice_spacing wrote a slice-spacing table with no thinned run in it."""
+    table = per_pair_table(tmp, dataset)  # identity at slice step 1 alone
+    return Setup(["tables", "--kind", "slice_spacing", "--per-pair", str(table), "--out-dir",
+                  str(tmp / "tables")], tmp / "tables")
+
+
+def checkpoint_not_a_torch_file(tmp, dataset, hold):
+    """A JSON file given as the checkpoint: torch's paragraph (advising weights_only=False)
+    ended the error, over several lines."""
+    (tmp / "train.json").write_text('{"method": "dualprnet"}')
+    return Setup(register_pairs(dataset.root, tmp / "run", "dualprnet", "--checkpoint",
+                                str(tmp / "train.json")), tmp / "run")
+
+
 class Case(NamedTuple):
     setup: SetupFunction
     fragment: str
@@ -712,6 +741,24 @@ CASES = {
     "export-field-of-the-reversed-pair": Case(
         export_field_of_the_reversed_pair,
         "the field of demo06 -> demo05, not of demo05 -> demo06"),
+    # issue 22, second probe
+    "option-given-twice": Case(
+        lambda tmp, dataset, hold: Setup(register_pairs(
+            dataset.root, tmp / "run", "affine", "--option", "aff_metric=mattes", "--option",
+            "aff_metric=GC"), tmp / "run"),
+        "--option aff_metric is given twice ('aff_metric=mattes' and 'aff_metric=GC')"),
+    "train-option-given-twice": Case(
+        lambda tmp, dataset, hold: Setup(train_small(dataset.root, tmp / "out", "--option",
+                                                     "levels=3"), tmp / "out"),
+        "--option levels is given twice"),
+    "export-beside-another-export": Case(
+        export_beside_another_export,
+        "holds 1 Learn2Reg file(s) this export does not write (disp_demo05_demo06.nii.gz)"),
+    "slice-spacing-table-of-main-runs": Case(slice_spacing_table_of_main_runs,
+                                             "no run at a slice step above 1"),
+    "checkpoint-not-a-torch-file": Case(
+        checkpoint_not_a_torch_file,
+        "not a readable regbench checkpoint (not a PyTorch file of tensors and plain data)"),
 }
 
 

@@ -599,6 +599,14 @@ def test_manifest_is_json_with_provenance(lpba40_prepared):
     assert record["files"]["S31"]["image"][1].endswith("S31.delineation.skullstripped.img.gz")
 
 
+def test_lpba40_refuses_a_registration_setting_given_twice():
+    """Issue 22, second probe: --registration aff_iterations=... twice kept the last without a
+    word."""
+    with pytest.raises(InputError, match="registration setting aff_iterations is given twice"):
+        lpba40.registration_settings([("aff_iterations", [10]), ("aff_iterations", [20])])
+    assert lpba40.registration_settings([("aff_iterations", [10])])["aff_iterations"] == (10,)
+
+
 def test_mindboggle101_refuses_a_subject_in_two_group_folders(tmp_path):
     """Issue 22: a subject folder in two group folders: the first was used without a word."""
     for group in ("OASIS-TRT-20", "MMRR-21"):

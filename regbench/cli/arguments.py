@@ -69,16 +69,21 @@ def add_option_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_options(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, Any]:
-    """``["key=value", ...]`` -> ``{key: yaml value}``; malformed items end with a usage error."""
+    """``["key=value", ...]`` -> ``{key: yaml value}``; malformed items, and a key given twice
+    (the last would win without a word, as a YAML key given twice did), end with a usage
+    error."""
     from regbench.data.registry import key_value
 
-    options = {}
+    options, given = {}, {}
     for item in items:
         try:
             key, value = key_value(item)
         except ValueError as err:
             parser.error(f"--option {err}")
-        options[key] = value
+        if key in options:
+            parser.error(f"--option {key} is given twice ({given[key]!r} and {item!r}); keep "
+                         "one")
+        options[key], given[key] = value, item
     return options
 
 

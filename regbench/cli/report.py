@@ -157,6 +157,10 @@ def run_tables(args: argparse.Namespace) -> int:
         raise InputError(f"{', '.join(map(str, args.per_pair))}: no run of the {args.kind} "
                          f"({', '.join(needed)}), only {found}; give the per_pair.csv of the "
                          f"{args.kind} experiment")
+    if args.kind == "slice_spacing" and not (per_pair["slice_step"] > 1).any():
+        raise InputError(f"{', '.join(map(str, args.per_pair))}: no run at a slice step above "
+                         "1, so a slice-spacing table would show nothing of slice spacing; give "
+                         "the per_pair.csv of the slice_spacing experiment")
     for path in make_tables(per_pair, args.kind, args.out_dir, _conventions(args.convention),
                             margin):
         print(path)

@@ -440,9 +440,14 @@ def read_nifti_subject(files: Mapping[str, Path]) -> tuple[np.ndarray, np.ndarra
 def registration_settings(overrides: Registration | None = None) -> dict[str, Any]:
     """:data:`REGISTRATION_DEFAULTS` with ``overrides`` (a mapping, or ``(key, value)`` pairs as
     ``regbench prepare lpba40 --registration`` gives them); unknown ANTsPy keywords are
-    refused."""
+    refused, and a keyword given twice (the last would win without a word)."""
     import ants
 
+    if overrides is not None and not isinstance(overrides, Mapping):
+        keys = [key for key, _ in overrides]
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        if twice:
+            raise InputError(f"registration setting {twice[0]} is given twice; keep one")
     settings = {**REGISTRATION_DEFAULTS, **dict(overrides or {})}
     allowed = set(inspect.signature(ants.registration).parameters) - set(_NOT_SETTINGS)
     unknown = sorted(set(settings) - allowed)
