@@ -584,6 +584,7 @@ def test_descriptive_note_when_no_test_can_succeed(n_subjects: int, runs: int, n
     table = main_table(per_pair, "faim")
     text = table.notes[0]
     assert f"n = {n_subjects} subjects" in text and f"n = {n_subjects} subjects" in table.caption
+    assert "not adjusted for multiplicity" in text  # the intervals, unlike the tests (Holm)
     if note:
         assert note in text and f"{stats.smallest_p(n_subjects):.3g}" in text
     else:

@@ -69,8 +69,10 @@ CONFIDENCE = 0.95
 MIN_SUBJECTS = 3
 """Fewest subjects for a test: with 2, deleting either leaves no pair."""
 MIN_SCIPY = "1.13"
-"""First SciPy whose exact signed-rank test stays exact with ties and zeros (the pins in
-pyproject.toml, environment.yml and workflow/envs/regbench.yaml require it)."""
+"""First SciPy whose ``method="exact"`` signed-rank test keeps the exact null distribution
+with ties and zeros (rounding the statistic conservatively, scipy gh-19872) instead of falling
+back to the normal approximation (the pins in pyproject.toml, environment.yml and
+workflow/envs/regbench.yaml require it)."""
 WILCOXON_METHOD = "exact"
 INTERVAL_TEXT = ("The 95 % confidence intervals are each for one comparison, not adjusted for "
                  "multiplicity as the tests are: some exclude 0 by chance, also where no test "
