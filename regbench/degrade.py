@@ -10,19 +10,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from regbench.data.scale import slice_step_problem
 from regbench.io import InputError
 
 
 def check_slice_step(step: int, n: int) -> None:
-    """Refuse a slice step that keeps fewer than 2 of ``n`` slices: with one slice left there is
-    nothing to interpolate between, and the volume becomes that slice repeated.
+    """Refuse a slice step that keeps fewer than 2 of ``n`` slices
+    (:func:`regbench.data.scale.slice_step_problem`).
 
     Raises:
         InputError: ``step`` is below 1 or at least ``n``.
     """
-    if not 1 <= step < n:
-        raise InputError(f"slice step {step}: keeps {len(kept_slices(n, max(step, 1)))} of the "
-                         f"{n} slices along axis 1; give a step from 1 to {n - 1}")
+    problem = slice_step_problem(step, n)
+    if problem:
+        raise InputError(problem)
 
 
 def kept_slices(n: int, step: int) -> list[int]:

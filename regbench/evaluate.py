@@ -30,6 +30,7 @@ from regbench.degrade import thin_slices
 from regbench.io import (
     InputError,
     check_same_grid,
+    file_sha256,
     output_lock,
     read_field,
     read_json,
@@ -123,10 +124,11 @@ def evaluate_dataset_pair(
     read_field`) on the dataset grid. ``runtime`` is the method's runtime record (a mapping or the
     path of its ``runtime.json``); its keys are merged into the result (absent ones are
     ``null``, except ``versions``: this process's, and ``options``: ``{}``); a record of another
-    pair, or of the pair's data before they were prepared again (its ``data_fingerprint``), is
-    refused. ``slice_step`` is the moving image's slice thinning (:func:`regbench.degrade.
-    thin_slices`, axis 1): the warped image is made from the thinned image the method
-    registered, the labels are the original ones. ``None`` takes it from the runtime record
+    pair, of the pair's data before they were prepared again (its ``data_fingerprint``), or of
+    another field file than ``field`` (its ``field_sha256``) is refused. ``slice_step`` is the
+    moving image's slice thinning (:func:`regbench.degrade.thin_slices`, axis 1): the warped
+    image is made from the thinned image the method registered, the labels are the original
+    ones. ``None`` takes it from the runtime record
     (default 1). Writes the files of this module's docstring (without the warped volumes when
     not ``keep_volumes``); returns the ``metrics.json`` record.
     """
@@ -135,7 +137,8 @@ def evaluate_dataset_pair(
     manifest = dataset.root / MANIFEST
     field_array, field_name = _load_field(field, dataset.shape, dataset.affine, manifest)
     record = _runtime_record(runtime, slice_step, (moving, fixed),
-                             dataset.fingerprint([moving, fixed]))
+                             dataset.fingerprint([moving, fixed]),
+                             field=(field, _field_hash(field)))
     moving_image = dataset.image(moving)
     moving_labels = dataset.label_map(moving)
     fixed_labels = dataset.label_map(fixed)
@@ -222,7 +225,7 @@ def evaluate_paths(
     moving_map = read_on_grid(moving_labels, "labels", fixed_map.shape, affine, fixed_labels,
                               reorient)
     field_array, _ = _load_field(field, fixed_map.shape, affine, fixed_labels)
-    record = _runtime_record(runtime, slice_step)
+    record = _runtime_record(runtime, slice_step, field=(field, _field_hash(field)))
     if dataset_json is not None:
         manifest = read_json(dataset_json)
         try:
@@ -292,15 +295,23 @@ def _load_field(field: FieldInput, shape: Sequence[int], affine: np.ndarray,
     return array, name
 
 
+def _field_hash(field: FieldInput) -> str | None:
+    """SHA-256 of a field given as a file (``None`` for an array: made in this process)."""
+    return None if isinstance(field, np.ndarray) else file_sha256(field)
+
+
 def _runtime_record(runtime: RuntimeInput, slice_step: int | None,
                     pair: tuple[str, str] | None = None,
-                    data_fingerprint: str | None = None) -> dict[str, Any]:
+                    data_fingerprint: str | None = None,
+                    field: tuple[FieldInput, str | None] | None = None) -> dict[str, Any]:
     """The method's runtime record with every :data:`RUNTIME_KEYS` key present.
 
     Missing entries are ``None`` (``versions``: this process's versions; ``options``: ``{}``).
     The ``moving`` and ``fixed`` subject IDs it records must be ``pair``'s (they are dropped:
-    the evaluation writes its own), and a ``data_fingerprint`` it records must be
-    ``data_fingerprint``, that of the pair's files now.
+    the evaluation writes its own), a ``data_fingerprint`` it records must be
+    ``data_fingerprint``, that of the pair's files now, and a ``field_sha256`` it records must
+    be the hash of the field file scored (``field``: the field and its hash, ``None`` for an
+    array).
     """
     source = "runtime record"
     if runtime is None:
@@ -322,6 +333,12 @@ def _runtime_record(runtime: RuntimeInput, slice_step: int | None,
         raise InputError(f"{source}: a field made from other data than the pair's files now "
                          f"(fingerprint {str(recorded_data)[:12]} != {data_fingerprint[:12]}): "
                          "the dataset was prepared again since; register the pair again")
+    recorded_field = record.get("field_sha256")
+    field_path, field_sha256 = field if field is not None else (None, None)
+    if field_sha256 is not None and recorded_field not in (None, field_sha256):
+        raise InputError(f"{source}: the record of another field than {field_path} (sha256 "
+                         f"{str(recorded_field)[:12]} != {field_sha256[:12]}): give the "
+                         "runtime.json written with this field, or register the pair again")
     record.pop("moving", None)
     record.pop("fixed", None)
     time_s = record.get("time_s")

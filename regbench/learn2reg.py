@@ -29,6 +29,7 @@ from regbench.data.dataset import Dataset
 from regbench.io import (
     InputError,
     atomic_path,
+    file_sha256,
     make_folder,
     read_field,
     write_field,
@@ -109,8 +110,9 @@ def import_learn2reg(folder: str | os.PathLike, dataset: Dataset,
     claim_run`: the setup is the method, the label and the Learn2Reg folder), before anything
     is written. Each pair folder ``out_root/{moving}/{fixed}/`` then gets ``field.nii.gz`` and a
     ``runtime.json`` naming ``method`` (and ``label``), the pair and its data (fingerprint, as
-    the suite's registration records it), with time and device ``null``: Learn2Reg files do not
-    say them. The scores of an earlier field there are removed.
+    the suite's registration records it) and the hash of the field file written, with time and
+    device ``null``: Learn2Reg files do not say them. The scores of an earlier field there are
+    removed.
 
     Args:
         folder: The Learn2Reg folder.
@@ -143,7 +145,8 @@ def import_learn2reg(folder: str | os.PathLike, dataset: Dataset,
                 write_json(folder_of_pair / RUNTIME_FILE,
                            {**setup, "time_s": None, "device": None, "moving": moving,
                             "fixed": fixed,
-                            "data_fingerprint": dataset.fingerprint([moving, fixed])})
+                            "data_fingerprint": dataset.fingerprint([moving, fixed]),
+                            "field_sha256": file_sha256(folder_of_pair / FIELD_FILE)})
             written.append(folder_of_pair / FIELD_FILE)
     log.info("imported %d Learn2Reg fields of %s from %s into %s", len(written), method, folder,
              out_root)

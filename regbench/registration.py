@@ -6,7 +6,8 @@ Per pair, in its folder::
     runtime.json     {"method", "time_s", "device", "versions", "options", "slice_step",
                       "moving", "fixed" (subject IDs), "data_fingerprint" (of the pair's
                       files, :meth:`regbench.data.dataset.Dataset.fingerprint`),
-                      "checkpoint" (a learned method's)}
+                      "checkpoint" (a learned method's), "field_sha256" (of field.nii.gz
+                      as written)}
 
 :func:`register_pairs` writes only these two files, for many pairs of a prepared dataset with
 the method set up once (a learned method loads its network once): the workflow's registration
@@ -37,6 +38,7 @@ import torch
 from regbench.data.dataset import Dataset
 from regbench.degrade import check_slice_step, thin_slices
 from regbench.io import (
+    file_sha256,
     read_image,
     read_on_grid,
     voxel_spacing,
@@ -234,7 +236,8 @@ def _register_and_write(method: Method, moving: np.ndarray, fixed: np.ndarray,
     """Time the method, write ``field.nii.gz`` and ``runtime.json``; returns the runtime record
     with the field under ``"field"``. ``subjects``: the pair's ``(moving, fixed)`` IDs, and
     ``data_fingerprint``: their files', recorded so that the field cannot be scored as another
-    pair, or on data prepared again."""
+    pair, or on data prepared again; ``field_sha256``, the hash of the field file written, so
+    that the record cannot be scored with another field."""
     log.info("registering with %s (%s)", method.name, method.device_description())
     field, seconds = timed_register(method, moving, fixed, spacing, warm_up=warm_up)
     runtime = {"method": method.name, "time_s": seconds,
@@ -246,6 +249,7 @@ def _register_and_write(method: Method, moving: np.ndarray, fixed: np.ndarray,
     if getattr(method, "checkpoint", None) is not None:
         runtime["checkpoint"] = method.checkpoint
     write_field(out_dir / FIELD_FILE, field, affine)
+    runtime["field_sha256"] = file_sha256(out_dir / FIELD_FILE)  # ties the record to the file
     write_json(out_dir / RUNTIME_FILE, runtime)
     log.info("%s: %.3f s", method.name, seconds)
     return {**runtime, "field": field}

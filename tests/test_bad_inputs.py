@@ -621,6 +621,36 @@ def checkpoint_not_a_torch_file(tmp, dataset, hold):
                                 str(tmp / "train.json")), tmp / "run")
 
 
+def table_of_runs_on_other_pairs(tmp, dataset, hold):
+    """After a partial evaluate-pairs (identity 1 pair, affine 2), tables compared the two over
+    different pairs and bolded a "best" across them, with exit code 0."""
+    folders = []
+    for method, scored in (("identity", ["--pair", "demo05", "demo06"]),
+                           ("affine", ["--test-pairs"])):
+        out = tmp / "runs" / method
+        assert main(register_pairs(dataset.root, out, method, "--test-pairs", pair=None)) == 0
+        assert main(["evaluate-pairs", "--data", str(dataset.root), "--out-root", str(out),
+                     *scored]) == 0
+        folders += ["--from-dir", str(out)]
+    table = tmp / "per_pair.csv"
+    assert main(["aggregate", "--experiment", "main", *folders, "--out", str(table)]) == 0
+    return Setup(["tables", "--per-pair", str(table), "--out-dir", str(tmp / "tables")],
+                 tmp / "tables")
+
+
+def field_with_the_runtime_of_another_pair(tmp, dataset, hold):
+    """Path-form evaluate scored a field with the runtime record of another pair: the field file
+    was tied to nothing."""
+    run = tmp / "run"
+    assert main(register_pairs(dataset.root, run, "affine", "--test-pairs", pair=None)) == 0
+    moving, moving_labels, _, fixed_labels = pair_paths(dataset)
+    return Setup(["evaluate", "--moving-image", str(moving), "--moving-labels",
+                  str(moving_labels), "--fixed-labels", str(fixed_labels), "--field",
+                  str(run / "demo05" / "demo06" / "field.nii.gz"), "--runtime",
+                  str(run / "demo06" / "demo05" / "runtime.json"), "--out", str(tmp / "out")],
+                 tmp / "out")
+
+
 class Case(NamedTuple):
     setup: SetupFunction
     fragment: str
@@ -759,6 +789,14 @@ CASES = {
     "checkpoint-not-a-torch-file": Case(
         checkpoint_not_a_torch_file,
         "not a readable regbench checkpoint (not a PyTorch file of tensors and plain data)"),
+    # issue 22, the audit's silent or late failures
+    "table-of-runs-on-other-pairs": Case(
+        table_of_runs_on_other_pairs,
+        "were scored on different pairs, so a table would compare them over different pairs: "
+        "run 'identity' has 1 of the 2 pairs, lacking demo06 -> demo05"),
+    "field-with-the-runtime-of-another-pair": Case(
+        field_with_the_runtime_of_another_pair,
+        "demo06/demo05/runtime.json: the record of another field than "),
 }
 
 
@@ -893,6 +931,31 @@ def test_runtime_records_the_pair_and_the_checkpoint(demo_dataset, tmp_path):
                      "--pair", "demo06", "demo05"]) == 0
         metrics = json.loads((out / "demo06" / "demo05" / "metrics.json").read_text())
         assert metrics["checkpoint"]["step"] == step and metrics["moving"] == "demo06"
+
+
+def test_runtime_ties_the_field_file_and_an_older_record_stays_accepted(demo_dataset, tmp_path):
+    """runtime.json records the SHA-256 of its field file (registration and Learn2Reg import);
+    one without it, written before, is scored as before."""
+    run = tmp_path / "run"
+    assert main(register_pairs(demo_dataset.root, run, "affine")) == 0
+    imported = tmp_path / "imported"
+    assert main(learn2reg_import(learn2reg_folder(tmp_path, demo_dataset), demo_dataset,
+                                 imported, "--test-pairs")) == 0
+    for pair in (run / "demo05" / "demo06", imported / "demo06" / "demo05"):
+        runtime = json.loads((pair / "runtime.json").read_text())
+        digest = hashlib.sha256((pair / "field.nii.gz").read_bytes()).hexdigest()
+        assert runtime["field_sha256"] == digest, pair
+    pair = run / "demo05" / "demo06"
+    runtime = json.loads((pair / "runtime.json").read_text())
+    del runtime["field_sha256"]  # as written before the field was hashed
+    write_json(pair / "runtime.json", runtime)
+    moving, moving_labels, _, fixed_labels = pair_paths(demo_dataset)
+    assert main(["evaluate", "--moving-image", str(moving), "--moving-labels",
+                 str(moving_labels), "--fixed-labels", str(fixed_labels), "--field",
+                 str(pair / "field.nii.gz"), "--runtime", str(pair / "runtime.json"), "--out",
+                 str(tmp_path / "out")]) == 0
+    assert main(["evaluate-pairs", "--data", str(demo_dataset.root), "--out-root", str(run),
+                 "--pair", "demo05", "demo06"]) == 0
 
 
 def test_replace_stale_deletes_the_pairs_of_the_other_run(demo_dataset, tmp_path):

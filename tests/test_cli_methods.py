@@ -74,7 +74,8 @@ def test_register_learned_method_with_checkpoint(trained, demo_dataset, tmp_path
     for name in PAIR_FILES:
         assert (pair / name).exists(), name
     runtime = json.loads((pair / "runtime.json").read_text())
-    assert set(runtime) == RUNTIME_KEYS | {"moving", "fixed", "data_fingerprint", "checkpoint"}
+    assert set(runtime) == RUNTIME_KEYS | {"moving", "fixed", "data_fingerprint", "checkpoint",
+                                           "field_sha256"}
     assert (runtime["moving"], runtime["fixed"]) == ("demo05", "demo06")
     assert runtime["data_fingerprint"] == demo_dataset.fingerprint(["demo05", "demo06"])
     assert runtime["checkpoint"]["step"] == runtime["checkpoint"]["steps"]

@@ -53,7 +53,7 @@ def test_field_format(contracts_md):
 def test_runtime_and_metrics_keys(contracts_md):
     runtime = keys(table(contracts_md, "#### `runtime.json`"), "Key")
     assert set(runtime) == {*RUNTIME_KEYS, "label", "moving", "fixed", "data_fingerprint",
-                            "checkpoint"}
+                            "field_sha256", "checkpoint"}
     assert {"method", "options", "slice_step", "checkpoint", "label"} == set(runs.SETUP_KEYS)
     rows = table(contracts_md, "#### `metrics.json`")
     assert keys(rows, "Key") == list(record_keys())

@@ -291,6 +291,25 @@ def test_validation_pairs_never_share_a_subject_with_the_test_split(demo_dataset
     assert not {s for pair in pairs for s in pair} & set(dataset.test)
 
 
+def test_more_validation_pairs_than_exist_is_said_and_recorded(demo_dataset, tmp_path, caplog):
+    """--validation-pairs 10000 silently validated on the 12 pairs there are, while train.json
+    recorded 10000."""
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        pairs = validation_pairs(demo_dataset, 10000)
+    assert len(pairs) == 12  # no val split: the 4 training subjects' ordered pairs
+    assert ("validation_pairs 10000, but the training split's 4 subjects give 12 ordered pairs: "
+            "validating on all 12") in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        validation_pairs(demo_dataset, 12)
+    assert not caplog.text
+    config = replace(CONFIG, steps=1, validate_every=1, validation_pairs=10000, crop_jitter=0)
+    train(small_voxelmorph(), demo_dataset, tmp_path, config)
+    assert json.loads((tmp_path / "train.json").read_text())["config"]["validation_pairs"] == 12
+
+
 def test_one_validation_subject_is_said(demo_dataset, tmp_path, caplog):
     """Issue 22: a val split of 1 subject made training validate on training pairs without a
     word."""

@@ -252,10 +252,16 @@ def without_raw(config: dict) -> None:
     (lambda c: c["methods"].update(
         mine={"rule_file": "workflow/rules/methods/example_external.smk", "label": "SyN"}),
      "methods.mine: label 'SyN' is the label of method 'syn'"),
+    # the audit of issue 22: failed only when the job ran
+    (lambda c: c["experiments"]["main"].update(slice_steps=[1, 1000]),
+     "config: experiments.main.slice_steps on lpba40: slice step 1000: keeps 1 of the"),
+    (lambda c: c["train"].update(crop_jitter=1000),
+     "crop_jitter 1000: moving and fixed would part by up to 2000 voxels on a grid of"),
 ], ids=["unknown-key", "missing-raw", "unknown-method", "method-not-registered",
         "reserved-name", "figure-pair",
         "one-test-subject", "demo-test-subjects", "learned-classical-method", "bad-option",
-        "ablation-without-ablation-methods", "external-labelled-like-a-method"])
+        "ablation-without-ablation-methods", "external-labelled-like-a-method",
+        "slice-step-beyond-the-grid", "crop-jitter-beyond-the-grid"])
 def test_bad_configuration_is_refused_with_a_message(change, message, tmp_path):
     config = yaml.safe_load(PAPER.read_text())
     change(config)

@@ -162,7 +162,7 @@ def run_tables(args: argparse.Namespace) -> int:
                          "1, so a slice-spacing table would show nothing of slice spacing; give "
                          "the per_pair.csv of the slice_spacing experiment")
     for path in make_tables(per_pair, args.kind, args.out_dir, _conventions(args.convention),
-                            margin):
+                            margin, source=", ".join(map(str, args.per_pair))):
         print(path)
     return 0
 

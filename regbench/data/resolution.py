@@ -24,7 +24,7 @@ def crop_grid(scale: float) -> tuple[tuple[int, int, int], np.ndarray]:
     ``scale=1`` is the crop of the FSL MNI152 1 mm grid; a coarser voxel is the block of
     ``1 / scale`` fine voxels per axis, placed at the block's mean position.
     """
-    shape = tuple(round(n * scale) for n in protocol.CROP_SHAPE)
+    shape = scale_rules.grid_shape(scale)
     crop = np.eye(4)
     crop[:3, 3] = protocol.crop_start(protocol.MNI_SHAPE)
     fine = np.asarray(protocol.MNI_AFFINE, dtype=float) @ crop

@@ -76,6 +76,24 @@ def check_scale(scale: Any, rule: str) -> float:
     return scale
 
 
+def grid_shape(scale: float) -> tuple[int, int, int]:
+    """The ``(X, Y, Z)`` voxels of a prepared dataset at ``scale``: the crop at that scale (known
+    when the workflow plans, before any data is prepared)."""
+    return tuple(round(n * scale) for n in protocol.CROP_SHAPE)
+
+
+def slice_step_problem(step: int, n: int) -> str | None:
+    """What is wrong with keeping every ``step``-th of ``n`` slices, or ``None``: a step that
+    keeps fewer than 2 leaves nothing to interpolate between (the volume becomes one slice
+    repeated). The workflow asks when it plans, :func:`regbench.degrade.check_slice_step` when a
+    command runs."""
+    if 1 <= step < n:
+        return None
+    kept = len(range(0, n, max(step, 1)))
+    return (f"slice step {step}: keeps {kept} of the {n} slices along axis 1; give a step "
+            f"from 1 to {n - 1}")
+
+
 def block_factor(scale: Any) -> int:
     """The block size ``k`` of a :data:`BLOCKS` scale ``1 / k``.
 

@@ -17,9 +17,11 @@ Three kinds (file stems under the output folder):
 
 Every cell is "mean ± std" over test pairs with the SAMPLE standard deviation (ddof = 1; a
 single pair has no std). Bold: the best of our rows per column (highest Dice; lowest time,
-folding, SD log J, HD95), judged at the printed precision. Marks on mean Dice: Holm-corrected
-tests against Dual-PRNet with the test subject as the unit (:mod:`regbench.reports.stats`), with
-their confidence intervals and equivalence tests written to ``<stem>_stats.csv``
+folding, SD log J, HD95), judged at the printed precision; so every run of a dataset must be
+scored on the same pairs (:func:`check_same_pairs` refuses others). Marks on mean Dice:
+Holm-corrected tests against Dual-PRNet with the test subject as the unit
+(:mod:`regbench.reports.stats`), with their confidence intervals and equivalence tests written
+to ``<stem>_stats.csv``
 (``table1_stats.csv`` for the main table); every two runs tested against each other,
 Holm-corrected together per dataset and convention, go to ``<stem>_pairwise.csv``. The caption
 says the unit and n; a note says when the table has too few subjects for any test to reach
@@ -50,7 +52,7 @@ from regbench import metric_table
 from regbench.data import protocol, registry
 from regbench.io import InputError, write_text
 from regbench.metrics import dice30
-from regbench.naming import CONVENTIONS, TABLE_KINDS
+from regbench.naming import CONVENTIONS, TABLE_KINDS, run_name
 from regbench.reports.aggregate import regions, write_csv
 from regbench.reports.stats import (
     EQUIVALENCE_MARGIN,
@@ -287,19 +289,24 @@ def dice_table(per_pair: pd.DataFrame, kind: str, conventions: Sequence[str] = C
 
 def make_tables(per_pair: pd.DataFrame, kind: str, out_dir: str | os.PathLike,
                 conventions: Sequence[str] = CONVENTIONS,
-                margin: float = EQUIVALENCE_MARGIN) -> list[Path]:
+                margin: float = EQUIVALENCE_MARGIN, source: str = "per-pair rows"
+                ) -> list[Path]:
     """Build the tables of ``kind`` and write every format into ``out_dir``; returns the files.
 
     Args:
         margin: equivalence margin of the TOST, in mean region Dice.
+        source: what the rows were read from, for the error messages.
 
     Raises:
         ValueError: an unknown ``kind`` or convention, or a margin that is not positive.
+        InputError: the runs of a dataset were scored on different pairs
+            (:func:`check_same_pairs`; nothing is written).
     """
     if kind not in TABLE_KINDS:
         raise ValueError(f"kind must be one of {TABLE_KINDS}, got {kind!r}")
     if not margin > 0:
         raise ValueError(f"equivalence margin must be positive, got {margin}")
+    check_same_pairs(per_pair, source)
     out_dir = Path(out_dir)
     if kind == "main":
         tables = [main_table(per_pair, c, margin) for c in conventions]
@@ -319,6 +326,37 @@ def make_tables(per_pair: pd.DataFrame, kind: str, out_dir: str | os.PathLike,
     written += [out_dir / f"{stats_stem}.csv", out_dir / f"{pairwise_stem}.csv"]
     log.info("wrote %s", ", ".join(str(p) for p in written))
     return written
+
+
+def check_same_pairs(per_pair: pd.DataFrame, source: str = "per-pair rows") -> None:
+    """Refuse runs of one dataset scored on different pairs (a partial ``evaluate-pairs``):
+    their means, bold "best" and tests would compare them over different pairs.
+
+    Tables are where the runs of an experiment meet, however their ``per_pair.csv`` files were
+    aggregated, so the check is made here, per dataset.
+
+    Raises:
+        InputError: naming each run that lacks pairs another run has, and those pairs.
+    """
+    for dataset, rows in per_pair.groupby("dataset", sort=False):
+        pairs = {run: set(zip(group["moving"].astype(str), group["fixed"].astype(str),
+                              strict=True))
+                 for run, group in rows.groupby(["method", "slice_step"], sort=False)}
+        every = set().union(*pairs.values())
+        lacking = []
+        for (method, step), have in pairs.items():
+            missing = sorted(every - have)
+            if missing:
+                shown = ", ".join(f"{m} -> {f}" for m, f in missing[:3])
+                more = f", and {len(missing) - 3} more" if len(missing) > 3 else ""
+                lacking.append(f"run {run_name(method, int(step))!r} has {len(have)} of the "
+                               f"{len(every)} pairs, lacking {shown}{more}")
+        if lacking:
+            raise InputError(
+                f"{source}: the runs of dataset {dataset!r} were scored on different pairs, "
+                f"so a table would compare them over different pairs: {'; '.join(lacking)}; "
+                "score every run on the same pairs (regbench evaluate-pairs) and aggregate "
+                "again")
 
 
 # --- rendering ----------------------------------------------------------------------------------

@@ -389,9 +389,12 @@ def _finish(training: _Training) -> Path:
         save_checkpoint(final, out_dir / FINAL)
         kept = _selected(training, final)
         identity, best = training.identity, training.best
+        recorded = dict(identity["config"])
+        if training.validation is not None:  # the pairs used: fewer where fewer exist
+            recorded["validation_pairs"] = len(training.validation.pairs)
         write_json(out_dir / RECORD, {
             "method": method.name, "label": method.label, "options": identity["options"],
-            "config": identity["config"], "seed": config.seed, "steps": config.steps,
+            "config": recorded, "seed": config.seed, "steps": config.steps,
             "world_size": training.world, "batch_per_process": training.share,
             "precision": precision_name(training.amp_dtype),
             "device": describe_device(training.device), "versions": versions(),

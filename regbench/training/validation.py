@@ -66,8 +66,13 @@ class Validation:
 
 def validation_pairs(dataset: Dataset, count: int) -> list[tuple[str, str]]:
     """``count`` ordered pairs (moving, fixed) of the ``val`` split (the training split when the
-    dataset has fewer than 2 validation subjects), evenly spread over all its ordered pairs."""
-    subjects = dataset.val if len(dataset.val) >= 2 else dataset.train
+    dataset has fewer than 2 validation subjects), evenly spread over all its ordered pairs.
+
+    A ``count`` above the pairs there are gives them all, with a warning that says how many:
+    one setting serves every dataset of a workflow, whose splits differ, so it is not refused;
+    ``train.json`` records the number used."""
+    split = "validation" if len(dataset.val) >= 2 else "training"
+    subjects = dataset.val if split == "validation" else dataset.train
     if len(dataset.val) == 1:  # a split meant for validation that holds no pair
         log.warning("%s: the validation split holds 1 subject (%s), no pair: validating on "
                     "pairs of the training split instead, which measure fit, not "
@@ -78,6 +83,10 @@ def validation_pairs(dataset: Dataset, count: int) -> list[tuple[str, str]]:
         raise InputError(f"{dataset.root}: subjects {overlap} are in the test split and in the "
                          "split validation draws from")
     pairs = list(itertools.permutations(subjects, 2))
+    if count > len(pairs):
+        log.warning("%s: validation_pairs %d, but the %s split's %d subjects give %d ordered "
+                    "pairs: validating on all %d (train.json records %d)", dataset.root, count,
+                    split, len(subjects), len(pairs), len(pairs), len(pairs))
     if count >= len(pairs):
         return pairs
     return [pairs[i] for i in np.linspace(0, len(pairs) - 1, count).round().astype(int)]

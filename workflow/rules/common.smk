@@ -21,6 +21,7 @@ import os
 import re
 import shlex
 import sys
+import types
 from typing import NamedTuple
 
 import yaml
@@ -30,6 +31,7 @@ sys.path.insert(0, workflow.basedir)  # this checkout's regbench, installed or n
 
 from regbench import naming
 from regbench.data import registry
+from regbench.data import scale as scale_rules
 from regbench.reports import style
 from regbench.training import config as train_config
 
@@ -135,6 +137,11 @@ def _check_config():
     figure_method = config["figures"]["method"]
     if figure_method in METHODS and figure_method not in LEARNED:
         raise WorkflowError(f"config: figures.method {figure_method!r} is not a learned method")
+    for name, experiment in config["experiments"].items():
+        for dataset in experiment.get("datasets", DATASETS):
+            _check_slice_steps(name, experiment["slice_steps"], dataset)
+    for dataset in DATASETS:
+        _check_crop_jitter(dataset)
     for dataset in DATASETS:
         splits = config["datasets"][dataset].get("splits", {})
         listed = [s for subjects in splits.values() for s in subjects]
@@ -155,6 +162,32 @@ def _check_config():
         pair = figure_pair(dataset)
         if pair not in test_pairs(dataset):
             raise WorkflowError(f"config: figures pair {pair} is not a test pair of {dataset}")
+
+
+def grid(dataset):
+    """The voxels (X, Y, Z) of a configured dataset once prepared: known from its scale."""
+    return scale_rules.grid_shape(float(dataset_settings(dataset)["scale"]))
+
+
+def _check_slice_steps(experiment, steps, dataset):
+    """A slice step keeps 2 slices at least of the grid's axis 1."""
+    for step in steps:
+        problem = scale_rules.slice_step_problem(step, grid(dataset)[1])
+        if problem:
+            raise WorkflowError(f"config: experiments.{experiment}.slice_steps on {dataset}: "
+                                f"{problem}")
+
+
+def _check_crop_jitter(dataset):
+    """Every model's crop_jitter fits the dataset's grid (`TrainConfig.check_grid`)."""
+    for model in models(dataset):
+        settings = train_settings(types.SimpleNamespace(dataset=dataset, model=model))
+        jitter = settings.get("crop_jitter", train_config.SETTINGS["crop_jitter"].default)
+        try:
+            train_config.TrainConfig(crop_jitter=jitter).check_grid(grid(dataset))
+        except ValueError as err:
+            raise WorkflowError(f"config: train.crop_jitter of {model} on {dataset}: {err}"
+                                ) from None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
