@@ -58,7 +58,9 @@ class Run:
 
 
 XEON = "a 2-core Intel Xeon with AMX and AVX-512 BF16"
-"""The machine of every committed run so far (24 GiB, no GPU)."""
+"""The machine of the committed runs up to 2026-12-06 (24 GiB, no GPU)."""
+EPYC = "a 2-core AMD EPYC with AVX-512 BF16 (no AMX)"
+"""The machine of the LPBA40 run of 2026-12-07 (24 GiB, no GPU)."""
 
 RUNS = {run.folder: run for run in (
     Run("demo", "`snakemake --cores all` (command 1) on a fresh clone",
@@ -76,6 +78,12 @@ RUNS = {run.folder: run for run in (
                              "from a clean start",
         f"on 2026-12-03 on {XEON}, not quiet: another training ran beside it "
         "for its first minutes and other work at low priority; 16 min 30 s wall clock"),
+    Run("lpba40_cpu", "`snakemake --cores all --configfile config/lpba40_cpu.yaml "
+                      "config/lpba40_cpu_dev.yaml`, then with `config/lpba40_cpu_ablation.yaml "
+                      "config/lpba40_cpu_slices.yaml` added",
+        f"on 2026-12-07 on {EPYC}, not quiet: the trainings of `benchmarks/training_axes.py` "
+        "and other work of the session shared the 2 cores, and Snakemake 9.15.0 ran more jobs "
+        "than `--cores` at times"),
     Run("speed_memory", "`nice -n 10 python benchmarks/speed_memory.py --threads 1 "
                         "--out results/speed_memory/speed_memory.csv "
                         "--out results/speed_memory/speed_memory.md`",
@@ -495,6 +503,197 @@ def speed_table(root: Path) -> str:
         f"a quiet machine."])
 
 
+# --- LPBA40 on a CPU ---------------------------------------------------------------------------
+
+LPBA40 = "lpba40_cpu"
+LPBA40_DATASET = "lpba40"
+LPBA40_PAIRS = [("dualprnet", "voxelmorph"), ("dualprnet", "affine"), ("voxelmorph", "affine"),
+                ("syn", "affine"), ("dualprnet", "syn"), ("voxelmorph", "syn")]
+"""The comparisons of the LPBA40 development run the README reports, in its order."""
+
+
+def pairwise(root: Path, folder: str, table: str, method: tuple[str, int],
+             versus: tuple[str, int], convention: str = "faim") -> pd.Series:
+    """The row of ``tables/{table}_pairwise.csv`` comparing run ``method`` (name, slice step)
+    with run ``versus``, signed as ``method - versus``."""
+    path = result_path(root, folder, "tables", f"{table}_pairwise.csv")
+    rows = pd.read_csv(path)
+    rows = rows[rows["convention"] == convention]
+    for (a, a_step), (b, b_step), sign in ((method, versus, 1), (versus, method, -1)):
+        match = rows[(rows["method"] == a) & (rows["slice_step"] == a_step)
+                     & (rows["versus"] == b) & (rows["versus_slice_step"] == b_step)]
+        if len(match) == 1:
+            row = match.iloc[0].copy()
+            if sign < 0:
+                row["mean_difference"], row["ci_low"], row["ci_high"] = (
+                    -row["mean_difference"], -row["ci_high"], -row["ci_low"])
+            return row
+    raise SystemExit(f"readme_numbers: {path}: no row comparing {method} with {versus}")
+
+
+def test_cells(row: pd.Series) -> list[str]:
+    """Mean difference, its 95 % interval, n subjects, Holm's p and the verdict of a row."""
+    return [f"{row['mean_difference']:+.3f}", f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]",
+            f"{int(row['n_subjects'])}", f"{row['p_holm']:.3f}", str(row["verdict"])]
+
+
+TEST_HEADER = ["difference (FAIM)", "95 % interval", "subjects", "p (Holm)", "verdict"]
+
+
+def lpba40_alignment(root: Path) -> str:
+    """The measured choice between the given alignment and MNI152, as the script wrote it."""
+    path = result_path(root, LPBA40, "alignment", "alignment.md")
+    return path.read_text().strip()
+
+
+def lpba40_table(root: Path) -> str:
+    """The development run's Table 1: both conventions, regularity and time, the paper's rows."""
+    faim, merged = ours(root, LPBA40, "faim"), ours(root, LPBA40, "merged")
+    best = faim["average_mean"].max(), merged["average_mean"].max()
+    rows = [[row["label"], bold(f"{row['average_mean']:.3f}", row["average_mean"] == best[0]),
+             bold(f"{merged.loc[method, 'average_mean']:.3f}",
+                  merged.loc[method, "average_mean"] == best[1]),
+             f"{row['folding_percent_mean']:.3f}", f"{row['log_jacobian_std_mean']:.3f}",
+             f"{row['ndv_percent_mean']:.4f}", f"{row['time_s_mean']:.2f}"]
+            for method, row in faim.iterrows()]
+    table = pd.read_csv(result_path(root, LPBA40, "tables", "table1_faim.csv"))
+    paper = table[table["source"] == "paper"]
+    rows += [[f"*paper, {row['label']}*", f"*{row['average_mean']:.3f}*", "", "", "", "", ""]
+             for _, row in paper.iterrows()]
+    n = int(faim["n"].iloc[0])
+    device = "; ".join(sorted(set(faim["device"])))
+    return "\n".join([markdown_table(
+        ["method", "FAIM", "merged", "folding (%)", "SD log J", "NDV (%)", "time (s)"],
+        "lrrrrrr", rows), "",
+        f"Means over the {n} ordered test pairs; time: each method's own registration time per "
+        f"pair on {device}; from {run_note(LPBA40)}. The paper's rows are LPBA40 at 1 mm, "
+        "trained on 30 subjects."])
+
+
+def lpba40_tests(root: Path) -> str:
+    """The comparisons with the subject as the unit (jackknife, exact Wilcoxon, Holm)."""
+    labels = ours(root, LPBA40, "faim")["label"]
+    rows = [[f"{labels[a]} - {labels[b]}",
+             *test_cells(pairwise(root, LPBA40, "table1", (a, 1), (b, 1)))]
+            for a, b in LPBA40_PAIRS]
+    return markdown_table(["comparison", *TEST_HEADER], "lrrrrl", rows)
+
+
+def experiment_means(root: Path, table: str) -> dict[tuple[str, int], tuple[str, float, float]]:
+    """``{(method, slice step): (label, FAIM, merged)}`` of our rows of ``tables/{table}.csv``."""
+    frame = pd.read_csv(result_path(root, LPBA40, "tables", f"{table}.csv"))
+    frame = frame[frame["source"] == "ours"]
+    return {(row["method"], int(row["slice_step"])): (
+        row["label"], row[f"{LPBA40_DATASET}_faim_mean"], row[f"{LPBA40_DATASET}_merged_mean"])
+        for _, row in frame.iterrows()}
+
+
+def lpba40_experiment(root: Path, table: str, comparisons: Sequence[tuple]) -> str:
+    """An ablation or slice-spacing table: each run's mean Dice, then its tests."""
+    means = experiment_means(root, table)
+
+    def name(run: tuple[str, int]) -> str:
+        return means[run][0] + (f" (every {run[1]}th slice)" if run[1] > 1 else "")
+
+    rows = [[name(run), f"{faim:.3f}", f"{merged:.3f}"]
+            for run, (_, faim, merged) in means.items()]
+    tests = [[f"{name(a)} - {name(b)}", *test_cells(pairwise(root, LPBA40, table, a, b))]
+             for a, b in comparisons]
+    return "\n".join([markdown_table(["run", "FAIM", "merged"], "lrr", rows), "",
+                      markdown_table(["comparison", *TEST_HEADER], "lrrrrl", tests)])
+
+
+def lpba40_findings(root: Path) -> str:
+    """What the development run says of the paper's claims, per fixed subject (the unit)."""
+    pairs = pair_scores(root, LPBA40)
+    fixed = pairs.groupby(level="fixed").mean()
+    n = len(fixed)
+    labels = ours(root, LPBA40, "faim")["label"]
+    faim = ours(root, LPBA40, "faim")
+
+    def per_subject(a: str, b: str) -> str:
+        gap = fixed[a] - fixed[b]
+        return (f"{labels[a]} is above {labels[b]} for {of_pairs(int((gap > 0).sum()), n)} "
+                f"fixed subjects (by {gap.min():+.3f} to {gap.max():+.3f})")
+
+    folds = {m: faim.loc[m] for m in ("voxelmorph", "dualprnet")}
+    claim(folds["voxelmorph"]["ndv_percent_mean"] > folds["dualprnet"]["ndv_percent_mean"],
+          "VoxelMorph's field is the rougher", f"results/{LPBA40}/tables/table1_faim.csv")
+    tests = pd.read_csv(result_path(root, LPBA40, "tables", "table1_pairwise.csv"))
+    tests = tests[(tests["convention"] == "faim") & (tests["slice_step"] == 1)]
+    claim(tests["p_holm"].min() >= 0.05, "no difference reaches p < 0.05",
+          f"results/{LPBA40}/tables/table1_pairwise.csv")
+    return (f"{per_subject('voxelmorph', 'affine')}; {per_subject('dualprnet', 'affine')}; "
+            f"{per_subject('dualprnet', 'voxelmorph')}; {per_subject('syn', 'voxelmorph')}. "
+            f"VoxelMorph's field is the rougher: it folds "
+            f"{folds['voxelmorph']['folding_percent_mean']:.3f} % of the voxels (NDV "
+            f"{folds['voxelmorph']['ndv_percent_mean']:.4f} %), Dual-PRNet "
+            f"{folds['dualprnet']['folding_percent_mean']:.3f} % (NDV "
+            f"{folds['dualprnet']['ndv_percent_mean']:.4f} %). With {n} test subjects and "
+            f"Holm's correction over the table's {len(tests)} comparisons, no difference "
+            f"reaches p < 0.05 (smallest adjusted p {tests['p_holm'].min():.3f}, for subjects "
+            "all in one direction), so these are descriptive; the held-out S31-S40 (10 "
+            "subjects) can decide them.")
+
+
+NDV_LIMIT = 0.1
+"""The criterion of the configuration's smoothness weights: the best Dice with NDV below it (%)."""
+
+
+def lpba40_axes(root: Path) -> str:
+    """The smoothness sweep (benchmarks/training_axes.py), the weight its criterion chooses, and
+    each Dual-PRNet point against the best VoxelMorph point at least as regular."""
+    path = result_path(root, LPBA40, "axes", "smoothness.csv")
+    sweep = pd.read_csv(path)
+    table = result_path(root, LPBA40, "axes", "smoothness.md").read_text().strip()
+    chosen = []
+    for network, points in sweep.groupby("network", sort=False):
+        allowed = points[points["NDV (%)"] < NDV_LIMIT]
+        best = allowed.loc[allowed["Dice (FAIM)"].idxmax()]
+        chosen.append(f"{network} {best['smoothness weight']:g}")
+    vm, dpr = (sweep[sweep["network"] == name] for name in ("VoxelMorph", "Dual-PRNet"))
+    matched, ahead, smoother = [], [], []
+    for _, point in dpr.sort_values("smoothness weight").iterrows():
+        regular = vm[vm["SD log J"] <= point["SD log J"]]
+        if not len(regular):
+            smoother.append(f"{point['smoothness weight']:g}")
+        else:
+            rival = regular.loc[regular["Dice (FAIM)"].idxmax()]
+            ahead.append(rival["Dice (FAIM)"] > point["Dice (FAIM)"])
+            matched.append(
+                f"Dual-PRNet at {point['smoothness weight']:g} (SD log J "
+                f"{point['SD log J']:.3f}): {point['Dice (FAIM)']:.3f}, VoxelMorph at "
+                f"{rival['smoothness weight']:g} ({rival['SD log J']:.3f}): "
+                f"{rival['Dice (FAIM)']:.3f}")
+    claim(bool(ahead) and all(ahead), "VoxelMorph is ahead at matched regularity",
+          str(path.relative_to(root)))
+    text = (f"By the criterion (the best Dice with NDV below {NDV_LIMIT:g} %) the sweep chooses "
+            f"{' and '.join(chosen)}. Each Dual-PRNet point against the best VoxelMorph point "
+            f"that is at least as regular (SD log J no larger): {'; '.join(matched)}."
+            + (f" Dual-PRNet at {' and '.join(smoother)} is smoother than every VoxelMorph "
+               "point of the sweep, so it has no match there." if smoother else ""))
+    return "\n\n".join([table, textwrap.fill(text, WIDTH)])
+
+
+def lpba40_times(root: Path) -> str:
+    """The development run's time by stage (benchmarks/workflow_times.py), and what the paper's
+    split would cost: 40 subjects to prepare and 90 test pairs instead of 30 and 30."""
+    stages = pd.read_csv(result_path(root, LPBA40, "times.csv"))
+    main = stages[~stages["stage"].str.contains("ssf|dsf")]
+    per_pair = main["stage"].str.startswith(("register", "evaluate"))
+    estimate = (main.loc[main["stage"] == "prepare", "cpu_s"].sum() * 40 / 30
+                + main.loc[per_pair, "cpu_s"].sum() * 3
+                + main.loc[~per_pair & (main["stage"] != "prepare"), "cpu_s"].sum()) / 2
+    rows = [[row["stage"], str(int(row["jobs"])), f"{row['wall_s'] / 60:.1f}",
+             f"{row['cpu_s'] / 60:.1f}"] for _, row in stages.iterrows()]
+    return "\n".join([markdown_table(["stage", "jobs", "wall (min)", "CPU (min)"], "lrrr", rows),
+                      "", textwrap.fill(
+        f"Summed over each stage's jobs, from Snakemake's benchmark files of the run above "
+        f"({run_note(LPBA40)}). The main comparison on the paper's split (40 subjects "
+        f"prepared, 90 test pairs, the same training), its CPU minutes spread over 2 cores: "
+        f"about {estimate / 60:.0f} min, an estimate, not a run.", WIDTH)])
+
+
 Render = Callable[[Path], str]
 """A marked part of the README, written from the committed results under a checkout's root."""
 
@@ -511,6 +710,18 @@ SECTIONS: dict[str, Render] = {
     "mindboggle-pairs": mindboggle_pairs,
     "diagnosis-table": diagnosis_table,
     "speed-table": speed_table,
+    "lpba40-alignment": lpba40_alignment,
+    "lpba40-table": lpba40_table,
+    "lpba40-tests": lpba40_tests,
+    "lpba40-findings": lpba40_findings,
+    "lpba40-ablation": lambda root: lpba40_experiment(
+        root, "ablation", [(("dualprnet", 1), ("dualprnet-dsf", 1)),
+                           (("dualprnet-dsf", 1), ("dualprnet-ssf", 1))]),
+    "lpba40-slices": lambda root: lpba40_experiment(
+        root, "slice_spacing", [(("dualprnet", 8), ("voxelmorph", 1)),
+                                (("dualprnet", 1), ("dualprnet", 8))]),
+    "lpba40-axes": lpba40_axes,
+    "lpba40-times": lpba40_times,
 }
 
 RECORDS = {

@@ -11,8 +11,13 @@ commands the workflow runs (``regbench train``, ``register-pairs``, ``evaluate-p
     # the smoothness weight of each network
     python benchmarks/training_axes.py smoothness --weights 0.3,3 \\
         --config config/lpba40_cpu.yaml config/lpba40_cpu_dev.yaml --out runs/lpba40_axes
-    # tables and figures of every arm, beside the workflow's own run (results/<dataset>/main)
-    python benchmarks/training_axes.py report --runs runs/lpba40_axes --main results/lpba40 \\
+    # tables and figures of every arm, beside the workflow's own run of the main experiment
+    python benchmarks/training_axes.py report --runs runs/lpba40_axes \\
+        --main results/lpba40/main/per_pair.csv \\
+        --config config/lpba40_cpu.yaml config/lpba40_cpu_dev.yaml --out results/lpba40_cpu/axes
+    # the same from the committed copies alone
+    python benchmarks/training_axes.py report --runs results/lpba40_cpu/axes/arms \\
+        --main results/lpba40_cpu/per_pair.csv \\
         --config config/lpba40_cpu.yaml config/lpba40_cpu_dev.yaml --out results/lpba40_cpu/axes
 
 The prepared dataset is the workflow's (``data/<dataset>``): an arm with fewer training
@@ -26,7 +31,9 @@ conventions, folding, SD of log J, NDV, over the test pairs; and the mean per te
 the unit of every comparison) and ``axes.png``/``.pdf``: Dice against the number of training
 subjects, and Dice against SD log J and against NDV (one curve per network, the smoothness
 weight beside each point). The workflow's own run of each network is the arm at the
-configuration's full training split and default weight.
+configuration's full training split and weight (a sweep arm at that weight, from before the
+weight was chosen, is the same training and is left out). It copies each arm's ``per_pair.csv`` into
+``OUT/arms/`` (small), so that the report regenerates from what is committed.
 """
 
 from __future__ import annotations
@@ -170,7 +177,7 @@ def report(args: argparse.Namespace) -> None:
     config = merged_config(args.config)
     runs, out = Path(args.runs), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    main = pd.read_csv(Path(args.main) / "main" / "per_pair.csv")
+    main = pd.read_csv(args.main)
     full = len(config["datasets"][dataset_of(config)]["splits"]["train"])
     rows, configured = [], {}
     for method in NETWORKS:
@@ -180,12 +187,18 @@ def report(args: argparse.Namespace) -> None:
         configured[label] = weight
         default = {"network": label, **summary(main[main["method"] == method])}
         arms = [(full, weight, default)]
+        for arm in sorted(runs.glob(f"*/{method}/per_pair.csv")):
+            kept = out / "arms" / arm.relative_to(runs)
+            if kept.resolve() != arm.resolve():
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(arm, kept)
         for folder in sorted(runs.glob(f"subjects*/{method}/per_pair.csv")):
             count = int(folder.parent.parent.name.removeprefix("subjects"))
             arms.append((count, weight, {"network": label, **summary(pd.read_csv(folder))}))
         for folder in sorted(runs.glob(f"smoothness*/{method}/per_pair.csv")):
             other = float(folder.parent.parent.name.removeprefix("smoothness"))
-            arms.append((full, other, {"network": label, **summary(pd.read_csv(folder))}))
+            if other != weight:  # the workflow's own run is the point at its weight
+                arms.append((full, other, {"network": label, **summary(pd.read_csv(folder))}))
         rows += [{"training subjects": n, "smoothness weight": w, **values}
                  for n, w, values in arms]
     table = pd.DataFrame(rows)
@@ -235,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if name == "report":
             command.add_argument("--runs", required=True, help="the arms' folder")
             command.add_argument("--main", required=True,
-                                 help="the workflow's results/<dataset> folder")
+                                 help="the per_pair.csv of the workflow's main experiment")
             command.add_argument("--out", required=True)
             continue
         command.add_argument("--out", required=True, help="folder of the arms")

@@ -64,7 +64,7 @@ def test_the_report_puts_each_arm_on_its_axis(axes, tmp_path):
         per_pair(method, label, dice, rough).to_csv(runs / folder / method / "per_pair.csv")
     out = tmp_path / "axes"
     axes.main(["report", "--config", *CONFIGS, "--runs", str(runs), "--main",
-               str(tmp_path / "results"), "--out", str(out)])
+               str(main / "per_pair.csv"), "--out", str(out)])
     subjects = pd.read_csv(out / "subjects.csv")
     dpr = subjects[subjects["network"] == "Dual-PRNet"]
     assert dpr["training subjects"].tolist() == [6, 22]
@@ -74,3 +74,11 @@ def test_the_report_puts_each_arm_on_its_axis(axes, tmp_path):
     assert dpr["smoothness weight"].tolist() == [0.1, 1.0]
     assert dpr["SD log J"].tolist() == pytest.approx([0.4, 0.1])
     assert (out / "axes.png").stat().st_size > 1000
+    kept = sorted(path.relative_to(out / "arms").as_posix()
+                  for path in (out / "arms").rglob("per_pair.csv"))
+    assert kept == ["smoothness0.1/dualprnet/per_pair.csv", "subjects6/dualprnet/per_pair.csv",
+                    "subjects6/voxelmorph/per_pair.csv"]
+    again = tmp_path / "again"  # the report again, from its own copies alone
+    axes.main(["report", "--config", *CONFIGS, "--runs", str(out / "arms"), "--main",
+               str(main / "per_pair.csv"), "--out", str(again)])
+    assert pd.read_csv(again / "smoothness.csv").equals(smooth)
