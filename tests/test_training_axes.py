@@ -71,7 +71,8 @@ def test_the_report_puts_each_arm_on_its_axis(axes, tmp_path):
     assert dpr["Dice (FAIM)"].tolist() == pytest.approx([0.64, 0.66])
     smooth = pd.read_csv(out / "smoothness.csv")
     dpr = smooth[smooth["network"] == "Dual-PRNet"]
-    assert dpr["smoothness weight"].tolist() == [0.1, 1.0]
+    configured = axes.merged_config(CONFIGS)["methods"]["dualprnet"]["options"]
+    assert dpr["smoothness weight"].tolist() == [0.1, configured["smoothness_weight"]]
     assert dpr["SD log J"].tolist() == pytest.approx([0.4, 0.1])
     assert (out / "axes.png").stat().st_size > 1000
     kept = sorted(path.relative_to(out / "arms").as_posix()
