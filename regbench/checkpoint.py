@@ -9,7 +9,6 @@ both :mod:`regbench.methods`, which rebuilds a trained method from one, and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from regbench.io import InputError, atomic_path
+from regbench.io import InputError, atomic_path, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +76,8 @@ def checkpoint_record(path: str | os.PathLike, state: dict[str, Any]) -> dict[st
     "finished"}`` (the file's hash, the step whose weights it holds, the steps of its training,
     whether that training finished: a ``model.pt`` of ``select: best`` may hold an earlier
     step)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(1 << 20):
-            digest.update(block)
     steps = int(state["config"]["steps"])
-    return {"sha256": digest.hexdigest(), "step": int(state["step"]), "steps": steps,
+    return {"sha256": file_sha256(path), "step": int(state["step"]), "steps": steps,
             "finished": bool(state.get("finished", int(state["step"]) >= steps))}
 
 

@@ -51,7 +51,14 @@ from regbench.data.resolution import (
     resampling_record,
     source_note,
 )
-from regbench.io import InputError, atomic_path, output_lock, read_image, read_labels
+from regbench.io import (
+    InputError,
+    atomic_path,
+    file_sha256,
+    output_lock,
+    read_image,
+    read_labels,
+)
 from regbench.runtime import versions
 
 log = logging.getLogger(__name__)
@@ -127,10 +134,10 @@ def download(out: str | os.PathLike, *, url: str | None = None, sha256: str | No
         for group, address in targets:
             destination = out / archive_name(group)
             if destination.is_file():
-                if sha256 is not None and _sha256(destination) != sha256:
-                    raise InputError(f"{destination}: SHA-256 {_sha256(destination)} does not "
-                                     f"match the expected {sha256}; delete the file to download "
-                                     "it again")
+                found = file_sha256(destination) if sha256 is not None else None
+                if found is not None and found != sha256:
+                    raise InputError(f"{destination}: SHA-256 {found} does not match the "
+                                     f"expected {sha256}; delete the file to download it again")
                 log.info("%s: already there, kept", destination)
                 continue
             _fetch(address, destination, sha256)
@@ -176,14 +183,6 @@ def _fetch(url: str, destination: Path, sha256: str | None) -> None:
             raise InputError(f"{url}: not a tar archive ({err}); the server may have sent an "
                              f"error page instead") from None
     log.info("%s: downloaded", destination)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- archives ------------------------------------------------------------------------------------
